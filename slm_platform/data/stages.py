@@ -1,0 +1,127 @@
+"""The two data stages as the rest of the platform calls them: capture ingest and dataset build.
+
+Both publish through the artifact store (atomic, manifest with hashes and parents) and return a
+small result the Dagster assets turn into metadata and the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slm_platform import settings
+from slm_platform.artifacts import ArtifactStore, sha256_file
+from slm_platform.data.card import render_card
+from slm_platform.data.checks import run_dataset_checks
+from slm_platform.data.pipeline import DatasetBuilder, SourceSpec
+from slm_platform.data.redaction import Redactor
+from slm_platform.data.sources import Rejected, read_source
+from slm_platform.domain import Domain
+from slm_platform.records import stable_hash
+from slm_platform.teachers.base import Teacher
+
+
+def capture_dir(domain: str, day: str) -> str:
+    return f"{domain}/capture/date={day}"
+
+
+def dataset_dir(domain: str, version: str) -> str:
+    return f"{domain}/datasets/{version}"
+
+
+@dataclass
+class CaptureResult:
+    uri: str
+    manifest_hash: str
+    stats: dict[str, Any]
+
+
+@dataclass
+class DatasetResult:
+    uri: str
+    manifest_hash: str
+    stats: dict[str, Any]
+    checks: dict[str, dict[str, Any]]
+    card: str
+
+
+def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Path | None = None,
+                   log: Callable[[str], None] | None = None) -> CaptureResult:
+    """Redact one day of raw captured traffic from the inbox into `capture/date=<day>/turns.jsonl`."""
+    cfg = domain.config.data.capture
+    folder = (inbox or settings.inbox_dir(domain.name, cfg.inbox)) / f"date={day}"
+    redactor = Redactor(domain.config.data.redaction)
+    stats: Counter = Counter()
+    hits: Counter = Counter()
+    threshold = int(cfg.sample_rate * 0xFFFFFFFF)
+    with store.publish(capture_dir(domain.name, day), kind="capture", version=day, parents=[],
+                       producer="slm_platform.data.stages.ingest_capture") as staging:
+        with open(staging / "turns.jsonl", "w", encoding="utf-8") as turns, \
+                open(staging / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:
+            if folder.exists():
+                (log or (lambda m: None))(f"ingesting {folder}")
+                for item in read_source(folder, cfg.format, domain=domain.name, source="capture", role=None):
+                    stats["rows_in"] += 1
+                    if isinstance(item, Rejected):
+                        raw, h = redactor.redact_text(item.raw)
+                        hits.update(h)
+                        quarantine.write(json.dumps({"kind": "parse_error", "reason": item.reason,
+                                                     "location": item.location, "raw": raw}) + "\n")
+                        stats["quarantined"] += 1
+                        continue
+                    if int(stable_hash(item["id"], 8), 16) > threshold:
+                        stats["not_sampled"] += 1
+                        continue
+                    turn, h = redactor.redact_turn(item)
+                    hits.update(h)
+                    turn.setdefault("meta", {}).setdefault("captured_at", f"{day}T00:00:00Z")
+                    turns.write(json.dumps(turn, ensure_ascii=False) + "\n")
+                    stats["kept"] += 1
+        summary = {"rows_in": stats["rows_in"], "kept": stats["kept"], "quarantined": stats["quarantined"],
+                   "not_sampled": stats["not_sampled"], "redaction": dict(hits), "inbox_found": folder.exists()}
+        (staging / "stats.json").write_text(json.dumps(summary, indent=2))
+    manifest = store.read_manifest(capture_dir(domain.name, day))
+    return CaptureResult(store.uri(capture_dir(domain.name, day)), manifest.hash, summary)
+
+
+def dataset_sources(domain: Domain, store: ArtifactStore, days: list[str] | None = None) -> tuple[list[SourceSpec], list[dict]]:
+    """The configured seed sources plus the published capture days; and their parent records."""
+    specs, parents = [], []
+    for src in domain.config.data.sources:
+        path = domain.path(src.path)
+        answers = domain.path(src.answers) if src.answers else None
+        specs.append(SourceSpec(src.name, path, src.format, src.role, answers))
+        for f in ([path] if path.is_file() else sorted(path.glob("*.json*"))) + ([answers] if answers else []):
+            parents.append({"uri": str(f), "sha256": sha256_file(f)})
+    published = store.list(f"{domain.name}/capture")
+    wanted = [d for d in published if days is None or d.removeprefix("date=") in days]
+    for day_dir in wanted[-domain.config.data.capture.days:]:
+        rel = f"{domain.name}/capture/{day_dir}"
+        local = store.open_verified(rel)
+        specs.append(SourceSpec(f"capture_{day_dir.removeprefix('date=')}".replace("-", "_"), local / "turns.jsonl",
+                                "jsonl", redacted=True))
+        parents.append({"uri": store.uri(rel), "sha256": store.read_manifest(rel).hash})
+    return specs, parents
+
+
+def build_dataset(domain: Domain, store: ArtifactStore, version: str, *, days: list[str] | None = None,
+                  teacher: Teacher | None = None, log: Callable[[str], None] | None = None,
+                  progress: bool = True) -> DatasetResult:
+    """Build and publish `datasets/<version>`: splits, quarantine, review, stats, card."""
+    specs, parents = dataset_sources(domain, store, days)
+    rel = dataset_dir(domain.name, version)
+    with store.publish(rel, kind="dataset", version=version, parents=parents,
+                       producer="slm_platform.data.stages.build_dataset") as staging:
+        builder = DatasetBuilder(domain, teacher=teacher, log=log, progress=progress)
+        stats = builder.run(specs, staging).to_dict()
+        checks = run_dataset_checks(domain, staging, stats)
+        card = render_card(domain.name, version, stats, checks)
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
+        (staging / "checks.json").write_text(json.dumps(checks, indent=2))
+        (staging / "card.md").write_text(card)
+    manifest = store.read_manifest(rel)
+    return DatasetResult(store.uri(rel), manifest.hash, stats, checks, card)
