@@ -64,7 +64,8 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                 open(staging / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:
             if folder.exists():
                 (log or (lambda m: None))(f"ingesting {folder}")
-                for item in read_source(folder, cfg.format, domain=domain.name, source="capture", role=None):
+                for item in read_source(folder, cfg.format, domain=domain.name, source="capture",
+                                         role=domain.default_role):
                     stats["rows_in"] += 1
                     if isinstance(item, Rejected):
                         raw, h = redactor.redact_text(item.raw)
@@ -94,7 +95,7 @@ def dataset_sources(domain: Domain, store: ArtifactStore, days: list[str] | None
     for src in domain.config.data.sources:
         path = domain.path(src.path)
         answers = domain.path(src.answers) if src.answers else None
-        specs.append(SourceSpec(src.name, path, src.format, src.role, answers))
+        specs.append(SourceSpec(src.name, path, src.format, src.role or domain.default_role, answers))
         for f in ([path] if path.is_file() else sorted(path.glob("*.json*"))) + ([answers] if answers else []):
             parents.append({"uri": str(f), "sha256": sha256_file(f)})
     published = store.list(f"{domain.name}/capture")
@@ -103,7 +104,7 @@ def dataset_sources(domain: Domain, store: ArtifactStore, days: list[str] | None
         rel = f"{domain.name}/capture/{day_dir}"
         local = store.open_verified(rel)
         specs.append(SourceSpec(f"capture_{day_dir.removeprefix('date=')}".replace("-", "_"), local / "turns.jsonl",
-                                "jsonl", redacted=True))
+                                "jsonl", domain.default_role, redacted=True))
         parents.append({"uri": store.uri(rel), "sha256": store.read_manifest(rel).hash})
     return specs, parents
 

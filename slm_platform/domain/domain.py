@@ -41,6 +41,11 @@ class Domain:
         except KeyError:
             raise KeyError(f"domain {self.name!r} has no role {role_id!r}; roles: {sorted(self.roles)}") from None
 
+    @property
+    def default_role(self) -> str | None:
+        """The role rows belong to when their format does not say: the only role, if there is one."""
+        return next(iter(self.roles)) if len(self.roles) == 1 else None
+
     def path(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else self.root / p
