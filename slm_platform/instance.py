@@ -18,7 +18,17 @@ from slm_platform import settings
 TEMPLATE = settings.PROJECT_ROOT / "dagster.yaml"
 
 
+def normalize_storage_url() -> None:
+    """SQLAlchemy 2.1 maps a bare postgresql:// URL to psycopg 3; dagster-postgres ships psycopg2."""
+    url = settings.dagster_storage_url()
+    if url:
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                os.environ["SLM_DAGSTER_STORAGE_URL"] = "postgresql+psycopg2://" + url[len(prefix):]
+
+
 def instance_config() -> dict:
+    normalize_storage_url()
     config = yaml.safe_load(TEMPLATE.read_text()) if TEMPLATE.exists() else {}
     if settings.dagster_storage_url():
         config["storage"] = {"postgres": {"postgres_url": {"env": "SLM_DAGSTER_STORAGE_URL"}}}

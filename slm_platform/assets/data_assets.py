@@ -1,6 +1,5 @@
 """Data assets of one domain: `captured_traffic[day]` and `dataset[v]` with its blocking gates."""
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -67,7 +67,7 @@ def field_path(loc: tuple[Any, ...], data: Any = None) -> str:
     out = ""
     node: Any = data
     for part in loc:
-        if isinstance(part, int) and (data is None or isinstance(node, list)):
+        if isinstance(part, int) and not isinstance(node, dict):
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
@@ -146,11 +146,16 @@ def _model_at(root: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseMo
     return current
 
 
-def _expected_from_message(kind: str, msg: str) -> str:
+def _expected_from_message(kind: str, msg: str, ctx: dict[str, Any]) -> str:
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return "a mapping"
     if kind == "list_type":
         return "a list"
+    if kind == "string_pattern_mismatch" and "pattern" in ctx:
+        return f"a string matching {ctx['pattern']}"
+    if kind == "too_short" and "min_length" in ctx:
+        n = ctx["min_length"]
+        return f"at least {n} item{'s' if n != 1 else ''}"
     msg = msg.removeprefix("Value error, ").removeprefix("Input should be ").split(", unable to parse")[0]
     return (msg[0].lower() + msg[1:]) if msg else kind
 
@@ -195,7 +200,7 @@ def from_validation_error(
             loc = loc[:-1]
         else:
             found = "nothing" if value is _MISSING else describe(value)
-            expected = _expected_from_message(kind, msg)
+            expected = _expected_from_message(kind, msg, err.get("ctx") or {})
         problems.append(Problem(str(file), field_path(loc, data), found, expected))
     # pydantic reports a bad mapping key twice (the key, and the value under it): keep one
     unique = list(dict.fromkeys(problems))

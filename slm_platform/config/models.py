@@ -7,6 +7,7 @@ as written (relative to the domain folder); `slm_platform.domain` resolves and c
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from typing import Literal
 
@@ -98,6 +99,11 @@ class CaptureBlock(Strict):
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     days: int = Field(30, ge=1)  # how many recent capture days a new dataset version reads
     start_date: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")  # first daily partition
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _yaml_date_to_text(cls, value: object) -> object:
+        return value.isoformat() if isinstance(value, _dt.date) else value  # YAML parses bare dates
 
 
 class CustomPattern(Strict):

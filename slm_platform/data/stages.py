@@ -58,7 +58,8 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
     stats: Counter = Counter()
     hits: Counter = Counter()
     threshold = int(cfg.sample_rate * 0xFFFFFFFF)
-    with store.publish(capture_dir(domain.name, day), kind="capture", version=day, parents=[],
+    # re-ingesting a day replaces it atomically (late traffic); dataset versions keep the old hash
+    with store.publish(capture_dir(domain.name, day), kind="capture", version=day, parents=[], overwrite=True,
                        producer="slm_platform.data.stages.ingest_capture") as staging:
         with open(staging / "turns.jsonl", "w", encoding="utf-8") as turns, \
                 open(staging / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:

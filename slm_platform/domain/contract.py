@@ -59,7 +59,7 @@ class RoleContract:
         name, arguments = output.get("name"), output.get("arguments")
         extra = sorted(set(output) - {"name", "arguments"})
         problems = [f"tool call has unexpected keys {extra}"] if extra else []
-        if name not in self.tool_parameters():
+        if not isinstance(name, str) or name not in self.tool_parameters():
             return problems + [f"tool name {name!r} is not in the catalog {sorted(self.tool_parameters())}"]
         if not isinstance(arguments, dict):
             return problems + [f"arguments of {name!r} must be a JSON object, found {type(arguments).__name__}"]

@@ -1,0 +1,330 @@
+"""The `slm` command.
+
+Subcommands live in one table (`SUBCOMMANDS`): each is a small function that takes the parsed
+arguments and returns the exit code, plus a function that declares its arguments. Add one with
+the `@subcommand(...)` decorator; import heavy modules inside the function so that `slm --help`
+stays fast and one broken module cannot take every subcommand down.
+
+Exit codes: 0 success, 1 the user's files (or the work asked for) have problems, 2 usage errors and
+unexpected failures. `main` never lets a traceback out: a `ConfigError` prints its problems one per
+line, anything else prints `error: <type>: <message>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from slm_platform.config import Problem
+    from slm_platform.domain import Domain
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
+
+
+# --- the subcommand table ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register `run(args) -> exit code` as `slm <name>`; `arguments(parser)` declares its options."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        SUBCOMMANDS[name] = Subcommand(name, help, arguments or (lambda parser: None), run)
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slm",
+        description="Replace hosted-LLM structured/tool calls with your own small language model.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for sub in SUBCOMMANDS.values():
+        sub.add_arguments(subparsers.add_parser(sub.name, help=sub.help, description=sub.help))
+    return parser
+
+
+# --- output helpers -----------------------------------------------------------------------------
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the user typed it: relative to the working directory when it lies under it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _print_problems(problems: list[Problem] | list[str]) -> None:
+    for p in problems:
+        print(_one_line(str(p)), file=sys.stderr)
+
+
+# --- slm validate -------------------------------------------------------------------------------
+REJECTED_SHOWN = 20  # rejected rows listed per source; the rest are counted
+
+
+@dataclass
+class SourceReport:
+    name: str
+    format: str
+    role: str | None
+    rows: int = 0
+    rejected: int = 0
+    shown: list[str] = field(default_factory=list)  # "file:line: reason" of the first REJECTED_SHOWN
+
+    def reject(self, where: str, reason: str) -> None:
+        self.rejected += 1
+        if len(self.shown) < REJECTED_SHOWN:
+            self.shown.append(_one_line(f"{where}: {reason}"))
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER", help="domain folder(s), e.g. domains/travel")
+    parser.add_argument("--all", action="store_true", help="validate every folder under --domains-dir")
+    parser.add_argument("--domains-dir", type=Path, default=Path("domains"), help="where --all looks (default: ./domains)")
+
+
+@subcommand(
+    "validate",
+    "check domain folders: config, JSON Schemas, tool catalogs, prompts, oracle imports and seed rows",
+    _validate_arguments,
+)
+def cmd_validate(args: argparse.Namespace) -> int:
+    folders: list[Path] = list(args.folders)
+    if args.all:
+        root: Path = args.domains_dir
+        if not root.is_dir():
+            print(f"{root}: found no such folder, expected a folder of domains (--domains-dir)", file=sys.stderr)
+            return EXIT_PROBLEMS
+        folders += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        if not folders:
+            print(f"{root}: found no domain folders, expected at least one", file=sys.stderr)
+            return EXIT_PROBLEMS
+    if not folders:
+        print("slm validate: give one or more domain folders, or --all", file=sys.stderr)
+        return EXIT_ERROR
+    failed = 0
+    for folder in folders:
+        failed += not _validate_folder(folder)
+    if len(folders) > 1:
+        ok = len(folders) - failed
+        _console().print(f"{ok} of {len(folders)} domain folders valid")
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _validate_folder(folder: Path) -> bool:
+    from slm_platform.config import CONFIG_FILE, ConfigError, Problem
+    from slm_platform.domain import Domain
+
+    if folder.is_file() and folder.name == CONFIG_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        return _fail(folder, [Problem(str(folder), "", "no such folder", f"a domain folder holding {CONFIG_FILE}")])
+    try:
+        domain = Domain.load(folder)
+    except ConfigError as exc:
+        return _fail(folder, exc.problems)
+    reports, problems = check_sources(domain)
+    rejected = sum(r.rejected for r in reports)
+    if problems or rejected:
+        lines: list[Any] = list(problems)
+        for r in reports:
+            if r.rejected:
+                lines += r.shown
+                hidden = r.rejected - len(r.shown)
+                more = f" ({hidden} more not shown)" if hidden else ""
+                lines.append(f"source {r.name!r}: {r.rejected} of {r.rows} rows rejected{more}")
+        return _fail(folder, lines, len(problems) + rejected)
+    _print_summary(folder, domain, reports)
+    return True
+
+
+def _fail(folder: Path, problems: list[Any], count: int | None = None) -> bool:
+    """Print why `folder` is invalid: a header, then one line per problem (or rejected row)."""
+    from slm_platform.config import Problem
+
+    shown = [
+        Problem(_shown(p.file), p.path, p.found, p.expected) if isinstance(p, Problem) else p for p in problems
+    ]
+    n = len(shown) if count is None else count
+    print(f"{_shown(folder)}: invalid ({n} problem{'s' if n != 1 else ''})", file=sys.stderr)
+    _print_problems(shown)
+    return False
+
+
+def check_sources(domain: Domain) -> tuple[list[SourceReport], list[Problem]]:
+    """Read every `data.sources` row: it must map to a Turn of one of the domain's roles, and every
+    label it carries must satisfy that role's contract."""
+    from slm_platform.config import CONFIG_FILE, Problem
+    from slm_platform.data.sources import Rejected, read_source
+
+    cfg = _shown(domain.root / CONFIG_FILE)
+    reports: list[SourceReport] = []
+    problems: list[Problem] = []
+    for i, src in enumerate(domain.config.data.sources):
+        report = SourceReport(src.name, src.format, src.role)
+        reports.append(report)
+        path = domain.path(src.path)
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".jsonl", ".json")) if path.is_dir() else [path]
+        if not files:
+            problems.append(Problem(cfg, f"data.sources[{i}].path", repr(src.path), "a folder with *.jsonl or *.json files"))
+            continue
+        answers = domain.path(src.answers) if src.answers is not None else None
+        for file in files:
+            try:
+                rows = read_source(file, src.format, domain=domain.name, source=src.name, role=src.role, answers=answers)
+                _check_rows(domain, file, src.format, rows, report, Rejected)
+            except (OSError, ValueError) as exc:
+                key = "answers" if src.format == "bfcl" and isinstance(exc, FileNotFoundError) else "path"
+                problems.append(Problem(cfg, f"data.sources[{i}].{key}", _one_line(str(exc)), "a readable source"))
+    return reports, problems
+
+
+def _check_rows(domain: Domain, file: Path, fmt: str, rows, report: SourceReport, rejected_type: type) -> None:
+    from slm_platform.records import LABEL_SOURCES
+
+    line_numbers = _row_lines(file) if fmt in ("jsonl", "openai_chat", "bfcl") else None
+    k = 0  # rows of this file seen so far (line-based formats: one per non-blank line)
+    shown = _shown(file)
+    for row in rows:
+        report.rows += 1
+        if isinstance(row, rejected_type):
+            name, _, rest = row.location.partition(":")
+            # a BFCL answers file may share the question file's name; its rows come first
+            from_answers = fmt == "bfcl" and row.reason.startswith("answer line")
+            if name != file.name or from_answers:
+                report.reject(row.location, row.reason)
+                continue
+            if line_numbers is not None and rest.isdigit():
+                k += 1
+            report.reject(f"{shown}:{rest}" if rest else shown, row.reason)
+            continue
+        if line_numbers is not None and k < len(line_numbers):
+            where = f"{shown}:{line_numbers[k]}"
+        else:
+            where = f"{shown}: row id {row.get('id')!r}"
+        k += 1
+        role = row.get("role")
+        contract = domain.roles.get(role) if isinstance(role, str) else None
+        if contract is None:
+            report.reject(where, f"role {role!r} is not one of the domain's roles {sorted(domain.roles)}")
+            continue
+        reasons = []
+        for source in LABEL_SOURCES:
+            label = (row.get("labels") or {}).get(source)
+            if label is None:
+                continue
+            try:
+                errors = contract.validate_output(label)
+            except Exception as exc:  # a label so malformed the validator cannot even look at it
+                errors = [f"cannot be checked ({type(exc).__name__}: {exc})"]
+            reasons += [f"labels.{source}: {e}" for e in errors]
+        if reasons:
+            report.reject(where, "; ".join(reasons))
+
+
+def _row_lines(file: Path) -> list[int]:
+    """1-based numbers of the lines that read_source turns into rows (every non-blank line)."""
+    out = []
+    with open(file, "rb") as fh:
+        for lineno, bline in enumerate(fh, 1):
+            line = bline.decode("utf-8", "replace")
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            if line.strip():
+                out.append(lineno)
+    return out
+
+
+def _print_summary(folder: Path, domain: Domain, reports: list[SourceReport]) -> None:
+    from rich.markup import escape as e
+    from rich.table import Table
+
+    cfg = domain.config
+    console = _console()
+    rows_total = sum(r.rows for r in reports)
+    console.print(
+        f"[bold green]{e(_shown(folder))}: valid[/] — domain [bold]{domain.name}[/], {len(domain.roles)} "
+        f"role{'s' if len(domain.roles) != 1 else ''}, {len(reports)} source{'s' if len(reports) != 1 else ''} "
+        f"({rows_total} rows)"
+    )
+    roles = Table("role", "kind", "contract", "oracle", box=None, pad_edge=False, header_style="bold")
+    for role_id, contract in domain.roles.items():
+        if contract.kind == "tool_call":
+            n = len(contract.tools or [])
+            what = f"{n} tool{'s' if n != 1 else ''} ({contract.role.tools})"
+        else:
+            what = str(contract.role.output_schema)
+        roles.add_row(role_id, contract.kind, e(what), e(contract.role.oracle or "-"))
+    console.print(roles)
+    if reports:
+        sources = Table("source", "format", "role", "rows", box=None, pad_edge=False, header_style="bold")
+        for r in reports:
+            sources.add_row(r.name, r.format, e(r.role or "(per row)"), str(r.rows))
+        console.print(sources)
+    teacher = cfg.teacher.provider + (f" {cfg.teacher.model}" if cfg.teacher.model else "")
+    console.print(f"teacher: {e(teacher)}; candidates: {e(', '.join(cfg.model.candidates))}")
+
+
+# --- entry point --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """`slm ...`; returns the exit code (the console script passes it to sys.exit)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return EXIT_ERROR
+        return int(SUBCOMMANDS[args.command].run(args) or 0)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(_one_line(str(exc.code)), file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns every failure into a line
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    try:
+        from slm_platform.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            _print_problems(exc.problems)
+            return EXIT_PROBLEMS
+        print(f"error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - even reporting failed (stderr closed, broken package)
+        pass
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

