@@ -291,6 +291,116 @@ def _print_summary(folder: Path, domain: Domain, reports: list[SourceReport]) ->
     console.print(f"teacher: {e(teacher)}; candidates: {e(', '.join(cfg.model.candidates))}")
 
 
+# --- slm run / simulate / ui -------------------------------------------------------------------
+def _domain_folders(names: list[str]) -> list[Path]:
+    from slm_platform import settings
+    from slm_platform.config import discover_domains
+
+    folders = discover_domains(settings.domains_dir())
+    if not names:
+        return folders
+    known = {f.name: f for f in folders}
+    unknown = [n for n in names if n not in known and not Path(n).is_dir()]
+    if unknown:
+        raise SystemExit(f"unknown domain(s) {unknown}; known: {sorted(known)}")
+    return [known.get(n) or Path(n) for n in names]
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domains", nargs="*", help="domain names or folders (default: every domain)")
+    parser.add_argument("--day", help="capture day YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--simulate", type=int, default=None,
+                        help="simulated turns for an empty capture day (default: data.simulate_per_day)")
+
+
+@subcommand("run", "One lifecycle pass per domain on the Dagster instance; prints each dataset card.",
+            _run_arguments)
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    from slm_platform.domain import Domain
+    from slm_platform.instance import get_instance
+    from slm_platform.lifecycle import run_data_pass
+
+    console = _console()
+    instance = get_instance()
+    results = []
+    for folder in _domain_folders(args.domains):
+        domain = Domain.load(folder)
+        console.rule(f"[bold]{domain.name}")
+        result = run_data_pass(domain, instance, day=args.day, simulate=args.simulate)
+        console.print(Markdown(result.card) if result.card else "[red]no dataset card (the run failed)")
+        results.append(result)
+    table = Table(title="slm run summary")
+    for col in ("domain", "version", "rows in", "train", "val", "test", "quarantined", "gates"):
+        table.add_column(col)
+    for r in results:
+        m = r.metadata
+        gates = "all passed" if r.checks and all(r.checks.values()) else \
+            ", ".join(k for k, ok in r.checks.items() if not ok) or "not run"
+        table.add_row(r.domain, r.version, *(str(m.get(k, "-")) for k in ("rows_in", "train", "val", "test",
+                                                                            "quarantined")), gates)
+    console.print(table)
+    console.print(f"Dagster instance: {instance.root_directory} (open it with `make ui`)")
+    return EXIT_OK if all(r.success for r in results) else EXIT_PROBLEMS
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", help="domain name or folder")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--day", default=None)
+    parser.add_argument("--drift", type=float, default=0.0)
+    parser.add_argument("--inbox", action="store_true", help="write into the domain's capture inbox for --day")
+
+
+@subcommand("simulate", "Write simulated traffic (JSONL) to stdout or into the capture inbox.", _simulate_arguments)
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from slm_platform import settings
+    from slm_platform.domain import Domain
+    from slm_platform.lifecycle import today
+
+    domain = Domain.load(_domain_folders([args.domain])[0])
+    turns = domain.simulator().simulate(args.n, seed=args.seed, day=args.day, drift=args.drift)
+    if not args.inbox:
+        for turn in turns:
+            sys.stdout.write(json.dumps(turn, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    day = args.day or today()
+    folder = settings.inbox_dir(domain.name, domain.config.data.capture.inbox) / f"date={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"simulated-seed{args.seed}-drift{args.drift:g}.jsonl"
+    with open(target, "w", encoding="utf-8") as f:
+        for turn in turns:
+            f.write(json.dumps(turn, ensure_ascii=False) + "\n")
+    print(f"wrote {args.n} turns to {target}")
+    return EXIT_OK
+
+
+def _ui_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+
+
+@subcommand("ui", "Start the Dagster UI and daemon on the project's instance.", _ui_arguments)
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from slm_platform import settings
+    from slm_platform.instance import prepare_home
+
+    prepare_home()
+    dagster = Path(sys.executable).parent / "dagster"
+    cmd = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p",
+           str(args.port)]
+    os.chdir(settings.PROJECT_ROOT)
+    os.execv(cmd[0], cmd)
+    return EXIT_OK  # not reached
+
+
 # --- entry point --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """`slm ...`; returns the exit code (the console script passes it to sys.exit)."""
