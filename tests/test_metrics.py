@@ -183,7 +183,8 @@ def test_tool_call_with_bfcl_ground_truth():
 
 def test_tool_call_no_catalog_checks_shape_only():
     s = score_example("tool_call", None, call("anything", a=1), {"name": "anything", "arguments": {"a": 1}})
-    assert s == {"json_valid_rate": True, "valid_call_rate": True, "name_match_rate": True, "args_exact_rate": True}
+    assert s == {"json_valid_rate": True, "valid_call_rate": True, "name_match_rate": True, "args_exact_rate": True,
+                 "exact_match_rate": True}
     s = score_example("tool_call", None, '{"name": "x", "arguments": "{}"}', None)
     assert s == {"json_valid_rate": True, "valid_call_rate": False}
 

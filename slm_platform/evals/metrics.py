@@ -23,6 +23,8 @@ tool-call roles (an output is `{"name", "arguments"}`)
                       for a single gold object; with BFCL ground truth, `ast_match(strict=True)`
   `bfcl_ast_rate`     only with BFCL ground truth: `ast_match` (rules 1-9)
   `schema_valid_rate` the arguments validate against that tool's parameter schema
+  `exact_match_rate`  the whole call is the gold's (= `args_exact_rate`), so a domain's primary
+                      metric is defined for every role kind
 
 A metric that cannot be measured for an example (no gold, no validator) is left out of its dict,
 so it does not count in that metric's denominator.
@@ -279,11 +281,13 @@ def _score_tool_call(validator: Any, pred: dict[str, Any] | None, gold: dict[str
         fns = list(tools) if tools is not None else _catalog_as_tools(catalog)
         out["bfcl_ast_rate"] = shaped and ast_match(pred, truth, fns)[0]
         out["args_exact_rate"] = shaped and ast_match(pred, truth, fns, strict=True)[0]
+        out["exact_match_rate"] = out["args_exact_rate"]
     elif gold is not None:
         gname = gold.get("name")
         out["name_match_rate"] = shaped and isinstance(gname, str) and name == bfcl_tool_name(gname)
         out["args_exact_rate"] = bool(out["name_match_rate"]) and canonical_json(pred["arguments"]) == canonical_json(
             gold.get("arguments"))
+        out["exact_match_rate"] = out["args_exact_rate"]  # the whole call equals the gold's
     return out
 
 
