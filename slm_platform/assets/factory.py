@@ -7,10 +7,18 @@ domain, candidate versions are a per-domain dynamic partition and capture days a
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from slm_platform.assets.data_assets import build_data_assets
+from slm_platform.assets.model_assets import build_model_assets
 from slm_platform.domain import Domain
+
+
+# Version-partitioned blocking checks are the gate design (a check judged per version, not by its
+# latest result); Dagster marks partitioned check specs as preview in 1.13.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 
 def versions_partitions(domain: str) -> dg.DynamicPartitionsDefinition:
@@ -35,5 +43,7 @@ def common_spec_args(domain: Domain) -> dict:
 def build_domain_defs(domain: Domain) -> dg.Definitions:
     versions = versions_partitions(domain.name)
     days = days_partitions(domain)
-    assets, checks, jobs = build_data_assets(domain, versions=versions, days=days, common=common_spec_args(domain))
+    common = common_spec_args(domain)
+    assets, checks, jobs = build_data_assets(domain, versions=versions, days=days, common=common)
+    assets += build_model_assets(domain, versions=versions, common=common)
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs)
