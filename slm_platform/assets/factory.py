@@ -13,6 +13,7 @@ import dagster as dg
 
 from slm_platform.assets.data_assets import build_data_assets
 from slm_platform.assets.model_assets import build_model_assets
+from slm_platform.assets.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
 
@@ -46,4 +47,5 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     common = common_spec_args(domain)
     assets, checks, jobs = build_data_assets(domain, versions=versions, days=days, common=common)
     assets += build_model_assets(domain, versions=versions, common=common)
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs)
+    training, resources = build_training_assets(domain, versions=versions, common=common)
+    return dg.Definitions(assets=assets + training, asset_checks=checks, jobs=jobs, resources=resources)
