@@ -311,17 +311,20 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--day", help="capture day YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--simulate", type=int, default=None,
                         help="simulated turns for an empty capture day (default: data.simulate_per_day)")
+    parser.add_argument("--until", default="eval_report",
+                        choices=["dataset", "baseline_eval", "adapter", "eval_report"],
+                        help="last stage of the pass (default: eval_report)")
 
 
-@subcommand("run", "One lifecycle pass per domain on the Dagster instance; prints each dataset card.",
+@subcommand("run", "One lifecycle pass per domain on the Dagster instance: capture, dataset, baseline, "
+                   "adapter, eval report; prints the cards, reports and a summary.",
             _run_arguments)
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
-    from rich.table import Table
 
     from slm_platform.domain import Domain
     from slm_platform.instance import get_instance
-    from slm_platform.lifecycle import run_data_pass
+    from slm_platform.lifecycle import run_pass
 
     console = _console()
     instance = get_instance()
@@ -329,21 +332,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     for folder in _domain_folders(args.domains):
         domain = Domain.load(folder)
         console.rule(f"[bold]{domain.name}")
-        result = run_data_pass(domain, instance, day=args.day, simulate=args.simulate)
+        result = run_pass(domain, instance, day=args.day, simulate=args.simulate, until=args.until,
+                          log=lambda m: console.print(f"[dim]{m}"))
         console.print(Markdown(result.card) if result.card else "[red]no dataset card (the run failed)")
+        for stage in ("baseline_eval", "eval_report"):
+            report = result.metadata.get(stage, {}).get("report")
+            if report:
+                console.print(Markdown(_strip_images(str(report))))
         results.append(result)
-    table = Table(title="slm run summary")
-    for col in ("domain", "version", "rows in", "train", "val", "test", "quarantined", "gates"):
-        table.add_column(col)
-    for r in results:
-        m = r.metadata
-        gates = "all passed" if r.checks and all(r.checks.values()) else \
-            ", ".join(k for k, ok in r.checks.items() if not ok) or "not run"
-        table.add_row(r.domain, r.version, *(str(m.get(k, "-")) for k in ("rows_in", "train", "val", "test",
-                                                                            "quarantined")), gates)
-    console.print(table)
+    console.print(_summary_table(results))
     console.print(f"Dagster instance: {instance.root_directory} (open it with `make ui`)")
     return EXIT_OK if all(r.success for r in results) else EXIT_PROBLEMS
+
+
+def _strip_images(markdown: str) -> str:
+    import re
+
+    return re.sub(r"!\[[^\]]*\]\(data:image/[^)]*\)\s*", "", markdown)
+
+
+def _summary_table(results: list[Any]):
+    from rich.table import Table
+
+    table = Table(title="slm run summary")
+    for col in ("domain", "version", "rows in", "train/val/test", "floor", "base", "fine-tuned", "gates"):
+        table.add_column(col)
+    for r in results:
+        data = r.metadata.get("dataset", {})
+        base = r.metadata.get("baseline_eval", {})
+        cand = r.metadata.get("eval_report", {})
+        primary = next((k.split("/")[0] for k in base if "/" in k and k.split("/")[0].endswith("_rate")),
+                       "exact_match_rate")
+        floor = base.get(f"{primary}/oracle")
+        best = max((v for k, v in base.items() if k.startswith(f"{primary}/base_")), default=None)
+        tuned = cand.get(primary)
+        failed = [k for k, ok in r.checks.items() if not ok]
+        gates = ("all passed" if not failed else "failed: " + ", ".join(failed)) if r.checks else "not run"
+        split = "/".join(str(data.get(k, "-")) for k in ("train", "val", "test"))
+        table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split,
+                      *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates)
+    return table
 
 
 def _simulate_arguments(parser: argparse.ArgumentParser) -> None:

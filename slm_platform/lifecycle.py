@@ -1,15 +1,16 @@
 """`slm run`: one lifecycle pass for a domain, in-process, on the real Dagster instance.
 
 It materializes the same asset definitions the UI shows (so every run appears there with its
-metadata and checks). On the embedded defaults the domain's simulator stands in for production
-traffic: it fills today's capture inbox when that is empty.
+metadata and checks), in the order of the graph: capture day -> base models -> a new candidate
+version's dataset -> baseline eval -> adapter -> eval report. On the embedded defaults the
+domain's simulator stands in for production traffic: it fills today's capture inbox when empty.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ import dagster as dg
 
 from slm_platform import settings
 from slm_platform.assets.factory import build_domain_defs, versions_partitions
+from slm_platform.assets.model_assets import candidates_partitions
 from slm_platform.domain import Domain
 from slm_platform.resources import resources_for
+
+# the version-partitioned stages, in graph order; `slm run --until <stage>` stops after one
+VERSION_STAGES = ("dataset", "baseline_eval", "adapter", "eval_report")
 
 
 @dataclass
@@ -26,9 +31,13 @@ class PassResult:
     domain: str
     version: str
     success: bool
-    metadata: dict[str, Any]
-    checks: dict[str, bool]
-    card: str
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> metadata values
+    checks: dict[str, bool] = field(default_factory=dict)  # "stage.check" -> passed
+    stages: list[str] = field(default_factory=list)
+
+    @property
+    def card(self) -> str:
+        return str(self.metadata.get("dataset", {}).get("card", ""))
 
 
 def today() -> str:
@@ -57,24 +66,41 @@ def next_version(instance: dg.DagsterInstance, domain: str) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
-def run_data_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = None,
-                  simulate: int | None = None) -> PassResult:
-    """Capture today's traffic and build a new dataset version through Dagster."""
+def _values(metadata: Any) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = None, simulate: int | None = None,
+             until: str = "eval_report", log=print) -> PassResult:
+    """Capture today's traffic, build a new version and take it as far as `until`."""
+    if until not in VERSION_STAGES:
+        raise ValueError(f"until must be one of {VERSION_STAGES}, found {until!r}")
     day = day or today()
     simulate_inbox(domain, day, simulate)
     defs = build_domain_defs(domain)
-    assets = list(defs.assets or [])
-    checks = list(defs.asset_checks or [])
-    resources = resources_for()
-    capture = dg.materialize(assets, selection=[dg.AssetKey([domain.name, "captured_traffic"])], partition_key=day,
-                             instance=instance, resources=resources, tags={"slm/trigger": "slm-run"})
+    everything = [*(defs.assets or []), *(defs.asset_checks or [])]
+    resources = {**resources_for(), **(defs.resources or {})}
+    tags = {"slm/trigger": "slm-run"}
+
+    def materialize(keys: list[str], partition: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize(everything, selection=[dg.AssetKey([domain.name, k]) for k in keys],
+                              partition_key=partition, instance=instance, resources=resources, tags=tags,
+                              raise_on_error=False)
+
+    log(f"[{domain.name}] capture day {day}")
+    ok = materialize(["captured_traffic"], day).success
+    stages = list(VERSION_STAGES[: VERSION_STAGES.index(until) + 1])
+    if "baseline_eval" in stages:
+        for key in candidates_partitions(domain).get_partition_keys():
+            log(f"[{domain.name}] base model {key}")
+            ok = materialize(["base_model"], key).success and ok
     version = next_version(instance, domain.name)
     instance.add_dynamic_partitions(versions_partitions(domain.name).name, [version])
-    result = dg.materialize([*assets, *checks], selection=[dg.AssetKey([domain.name, "dataset"])],
-                            partition_key=version, instance=instance, resources=resources,
-                            tags={"slm/trigger": "slm-run"}, raise_on_error=False)
-    mats = result.asset_materializations_for_node(f"{domain.name}__dataset")
-    metadata = {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
-    check_status = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    return PassResult(domain.name, version, capture.success and result.success, metadata, check_status,
-                      str(metadata.get("card", "")))
+    log(f"[{domain.name}] candidate version {version}: {' -> '.join(stages)}")
+    result = materialize(stages, version)
+    out = PassResult(domain.name, version, ok and result.success, stages=stages)
+    for event in result.get_asset_materialization_events():
+        out.metadata[event.asset_key.path[-1]] = _values(event.materialization.metadata)
+    for evaluation in result.get_asset_check_evaluations():
+        out.checks[f"{evaluation.asset_key.path[-1]}.{evaluation.check_name}"] = evaluation.passed
+    return out

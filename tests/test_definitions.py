@@ -15,7 +15,7 @@ import pytest
 
 from slm_platform.definitions import build_definitions
 from slm_platform.domain import Domain
-from slm_platform.lifecycle import run_data_pass
+from slm_platform.lifecycle import run_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("support_triage", "travel")
@@ -68,20 +68,21 @@ def _run_pass(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SLM_ARTIFACTS", str(tmp_path / "artifacts"))
     domain = Domain.load(ROOT / "domains" / "support_triage")
-    first = run_data_pass(domain, instance, day="2026-11-20", simulate=400)
+    first = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
     assert first.success, first.checks
     assert first.version == "v0001"
-    assert first.checks == {c: True for c in ("no_split_leakage", "labels_valid", "min_rows", "rows_conserved")}
-    assert first.metadata["rows_in"] == 400 + 400  # seed file + one simulated capture day
-    second = run_data_pass(domain, instance, day="2026-11-20", simulate=400)
+    assert first.checks == {f"dataset.{c}": True for c in ("no_split_leakage", "labels_valid", "min_rows",
+                                                           "rows_conserved")}
+    assert first.metadata["dataset"]["rows_in"] == 400 + 400  # seed file + one simulated capture day
+    second = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
     assert second.version == "v0002"
     key = dg.AssetKey(["support_triage", "dataset"])
     assert instance.get_latest_materialization_event(key) is not None
     assert set(instance.get_materialized_partitions(key)) == {"v0001", "v0002"}
     # a gate that cannot pass fails the run and is recorded as failed for that version only
     domain.config.data.min_rows.train = 10_000
-    third = run_data_pass(domain, instance, day="2026-11-20", simulate=400)
-    assert not third.success and third.checks["min_rows"] is False
+    third = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
+    assert not third.success and third.checks["dataset.min_rows"] is False
     assert third.version == "v0003"
 
 
