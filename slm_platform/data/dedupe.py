@@ -170,7 +170,8 @@ class Deduplicator:
         sig = self.hasher.signature(norm.split(b" ") if norm else [])
         keys = self._band_keys(sig, role_hash)
         sig16 = sig.astype(np.uint16)
-        group = self._near_group(sig16, keys)
+        hits = list(map(self._buckets.get, keys))
+        group = self._near_group(sig16, hits)
         if group is None:
             gid = self._new_group(turn)
             group = len(self._group_ids) - 1
@@ -181,7 +182,7 @@ class Deduplicator:
             status = "near_duplicate"
         self._status_counts[status] += 1
         self._exact[exact_key] = group
-        self._store(sig16, keys, group)
+        self._store(sig16, keys, hits, group)
         return gid, status
 
     def drops(self, status: str) -> bool:
@@ -232,11 +233,9 @@ class Deduplicator:
         keys ^= np.uint64(role_hash)  # near duplicates only within a role
         return keys.tolist()
 
-    def _near_group(self, sig16: np.ndarray, keys: list[int]) -> int | None:
-        buckets = self._buckets
+    def _near_group(self, sig16: np.ndarray, hits: list[Any]) -> int | None:
         cands: set[int] = set()
-        for key in keys:
-            hit = buckets.get(key)
+        for hit in hits:
             if hit is None:
                 continue
             if type(hit) is int:
@@ -252,7 +251,8 @@ class Deduplicator:
             return None
         return int(self._row_group[ok].min())  # groups are numbered in stream order: earliest
 
-    def _store(self, sig16: np.ndarray, keys: list[int], group: int) -> None:
+    def _store(self, sig16: np.ndarray, keys: list[int], hits: list[Any], group: int) -> None:
+        """Append the signature and index its bands (``hits``: each key's bucket before this turn)."""
         row = self._nrows
         if row == self._sigs.shape[0]:
             cap = 2 * row
@@ -265,12 +265,10 @@ class Deduplicator:
         self._row_group[row] = group
         self._nrows = row + 1
         buckets = self._buckets
-        for key in keys:
-            hit = buckets.get(key)
+        for key, hit in zip(keys, hits):
             if hit is None:
                 buckets[key] = row
             elif type(hit) is int:
-                if hit != row:
-                    buckets[key] = [hit, row]
-            elif len(hit) < MAX_BUCKET and hit[-1] != row:
+                buckets[key] = [hit, row]
+            elif len(hit) < MAX_BUCKET and hit[-1] != row:  # (a key twice in one turn: append once)
                 hit.append(row)

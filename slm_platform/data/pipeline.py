@@ -21,7 +21,7 @@ from tqdm import tqdm
 from slm_platform.data.clustering import Clusterer
 from slm_platform.data.dedupe import Deduplicator
 from slm_platform.data.labeling import Labeler
-from slm_platform.data.redaction import Redactor
+from slm_platform.data.redaction import Redactor, strip_placeholders
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.data.split import Splitter, strata_of
 from slm_platform.domain import Domain
@@ -217,13 +217,14 @@ class DatasetBuilder:
         if self.clusterer is None:
             return
         self.log(f"fitting clusters on {len(rows)} turns")
-        self.clusterer.fit([input_text(r) for r in rows])
+        self.clusterer.fit([strip_placeholders(input_text(r)) for r in rows])
         self.stats.cluster_terms = self.clusterer.top_terms(5)
 
     def _finish_chunk(self, rows: list[dict[str, Any]], writers: _Writers) -> None:
         """Cluster, label, validate and split one chunk of admitted rows."""
         if self.clusterer is not None:
-            for row, cluster in zip(rows, self.clusterer.predict([input_text(r) for r in rows])):
+            texts = [strip_placeholders(input_text(r)) for r in rows]
+            for row, cluster in zip(rows, self.clusterer.predict(texts)):
                 row["meta"]["cluster"] = int(cluster)
         for row in rows:
             self.labeler.add_oracle_label(row)
@@ -282,4 +283,4 @@ class DatasetBuilder:
             "oracle_errors": ls.oracle_errors,
         }
         if self.dedupe is not None:
-            self.stats.groups = self.dedupe.stats.get("groups", 0) if isinstance(self.dedupe.stats, dict) else 0
+            self.stats.groups = int(self.dedupe.stats["groups"])

@@ -81,6 +81,12 @@ _HAS13 = re.compile(r"(?:\D*+\d){13}")
 _NON_DIGIT = re.compile(r"\D+")
 # Placeholders this module writes (and the only thing custom patterns are kept away from).
 _PLACEHOLDER_SPLIT = re.compile(r"(<[A-Z][A-Z0-9_]*>)")
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+
+
+def strip_placeholders(text: str) -> str:
+    """Text without redaction placeholders: they say nothing about a turn's topic (clustering, drift)."""
+    return _PLACEHOLDER.sub(" ", text) if "<" in text else text
 
 # ------------------------------------------------------------------------------------- email
 

@@ -6,9 +6,9 @@ Rule (``Splitter.assign(dup_group, strata)``):
    (exact or near) lands in the same split, so no near-copy of a test row is trained on.
 2. A new group is placed in the split that is most under its target *within its stratum*:
    with ``n_s`` rows already in split ``s`` of the stratum and ``N = sum(n_s) + 1``, the deficit
-   is ``ratio_s * N - n_s`` and the largest deficit wins. Ties (equal ratios, or the very first
-   group when val == test) are broken by ``stable_hash(f"{seed}\\x1f{dup_group}")``. A split with
-   ratio 0 is never chosen.
+   is ``ratio_s * N - n_s`` and the largest deficit wins. Ties (val and test with equal ratios
+   once train has its share, or every split of a new stratum when all ratios are equal) are
+   broken by ``stable_hash(f"{seed}\\x1f{dup_group}")``. A split with ratio 0 is never chosen.
 3. Counts are rows (turns), not groups: each ``assign`` call adds one row to the stratum's count
    for the group's split, so the ratios hold for the rows training and evaluation will see even
    when groups have different sizes (``group_counts`` has the per-group tally too).
