@@ -17,6 +17,10 @@ class TeacherBudgetExceeded(RuntimeError):
     """Raised when labeling would spend more than the configured budget; never silent."""
 
 
+class TeacherError(RuntimeError):
+    """A teacher that cannot label at all: bad credentials, unknown model or endpoint, missing SDK."""
+
+
 @runtime_checkable
 class Teacher(Protocol):
     name: str
