@@ -50,15 +50,25 @@ def lora_rank_slot(adapters: dict[str, Path]) -> int:
     return next(s for s in (8, 16, 32, 64, 128, 256, 512) if s >= max(ranks, default=16))
 
 
-def adapter_dir_and_base(spec: str, store: ArtifactStore) -> tuple[Path, str | None]:
-    """An adapter given as an artifact path (verified) or a plain folder; and its base candidate."""
+def _candidate_for(domain: Any, trained_on: str | None) -> str | None:
+    """The domain candidate whose key the adapter's manifest names (`base_model`), else the first."""
+    from slm_platform.models import candidate_key
+
+    if domain is None:
+        return None
+    keys = {candidate_key(c): c for c in domain.config.model.candidates}
+    return keys.get(trained_on or "") or domain.config.model.candidates[0]
+
+
+def adapter_dir_and_base(spec: str, store: ArtifactStore) -> tuple[Path, dict[str, Any]]:
+    """An adapter given as an artifact path (verified) or a plain folder; and its manifest extra."""
     path = Path(spec)
     if path.is_dir():
-        return path, None
+        return path, {}
     if not store.exists(spec):
         raise TargetError(f"adapter {spec!r} is neither a folder nor a published artifact in {store.root}")
     manifest = store.read_manifest(spec)
-    return store.open_verified(spec), (manifest.extra or {}).get("base_candidate")
+    return store.open_verified(spec), dict(manifest.extra or {})
 
 
 @contextlib.contextmanager
@@ -96,8 +106,8 @@ def open_predictor(spec: str, *, domain: Any = None, store: ArtifactStore | None
             yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
             return
         if kind == "adapter":
-            adapter_dir, recorded = adapter_dir_and_base(rest, store)
-            candidate = base or recorded or (domain.config.model.candidates[0] if domain is not None else None)
+            adapter_dir, extra = adapter_dir_and_base(rest, store)
+            candidate = base or extra.get("base_candidate") or _candidate_for(domain, extra.get("base_model"))
             if candidate is None:
                 raise TargetError(f"{spec!r}: which base model? pass --base")
             model_dir = resolve_base_model(candidate, store, log=lambda m: None).local_dir
