@@ -162,9 +162,9 @@ def main() -> None:
         for which in ("ours", "baseline"):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", which, "--job", json.dumps(job_args),
-                                   "--steps", str(args.steps)], cwd=ROOT, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
+                                   "--steps", str(args.steps)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:  # its stderr (progress, traceback) went straight to ours
+                sys.exit(f"{which} failed with exit code {proc.returncode}")
             results[which] = summarize(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(f"{which}: done in {time.perf_counter() - t0:.0f}s", flush=True)
 

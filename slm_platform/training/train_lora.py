@@ -441,6 +441,8 @@ class LoRATrainer:
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
             (staging / "loss_curve.png").write_bytes(curve)
             (staging / "train_config.json").write_text(json.dumps(self.job_summary(), indent=1, default=str))
+            for f in staging.iterdir():
+                f.chmod(0o644)  # safetensors writes 0600; vLLM and eval pods may run as other users
         self.manifest = staging.manifest
         self.adapter_uri = staging.uri
         self.metrics, self.curve = metrics, curve
@@ -614,6 +616,7 @@ def _loss_curve_png(losses: Sequence[float], val_loss: float | None, title: str)
 
     matplotlib.use("Agg")  # no display on a trainer pod
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
     steps = list(range(1, len(losses) + 1))
@@ -624,6 +627,7 @@ def _loss_curve_png(losses: Sequence[float], val_loss: float | None, title: str)
         ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of {k}")
     if val_loss is not None:
         ax.scatter([len(losses)], [val_loss], color="C3", zorder=3, label=f"val {val_loss:.3f}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("step")
     ax.set_ylabel("loss (completion tokens)")
     ax.set_title(title, fontsize=9)
