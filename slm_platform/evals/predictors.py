@@ -61,11 +61,17 @@ class EnginePredictor:
         self.guided, self.max_tokens, self.progress = guided, max_tokens, progress
 
     def predict(self, contract: RoleContract, inputs: list[dict[str, Any]]) -> list[Prediction]:
-        requests = requests_for(contract, inputs, guided=self.guided, adapter=self.adapter,
-                                max_tokens=self.max_tokens)
-        results = self.engine.generate(requests, progress=self.progress)
-        return [Prediction(r.parsed, r.text, r.latency_ms, r.prompt_tokens, r.completion_tokens, r.error)
-                for r in results]
+        return self.predict_groups([(contract, inputs)])[0]
+
+    def predict_groups(self, groups: list[tuple[RoleContract, list[dict[str, Any]]]]) -> list[list[Prediction]]:
+        """Several (contract, inputs) groups in ONE engine call, so requests run concurrently across
+        groups (a BFCL file has one contract per row: per-group calls would send them one by one)."""
+        requests = [r for contract, inputs in groups
+                    for r in requests_for(contract, inputs, guided=self.guided, adapter=self.adapter,
+                                          max_tokens=self.max_tokens)]
+        results = iter(self.engine.generate(requests, progress=self.progress))
+        return [[Prediction(r.parsed, r.text, r.latency_ms, r.prompt_tokens, r.completion_tokens, r.error)
+                 for r in (next(results) for _ in inputs)] for _, inputs in groups]
 
 
 class TeacherPredictor:

@@ -38,9 +38,13 @@ def evaluate(turns: list[dict[str, Any]], contract_for: Callable[[dict[str, Any]
         contracts[id(contract)] = contract
         groups[id(contract)].append(i)
     rows: list[dict[str, Any] | None] = [None] * len(turns)
-    for key, indices in groups.items():
+    batches = [(contracts[key], [input_for(turns[i]) for i in indices]) for key, indices in groups.items()]
+    if hasattr(predictor, "predict_groups"):  # one engine call across all contracts (concurrent requests)
+        per_group = predictor.predict_groups(batches)
+    else:
+        per_group = [predictor.predict(contract, inputs) for contract, inputs in batches]
+    for (key, indices), predictions in zip(groups.items(), per_group):
         contract = contracts[key]
-        predictions = predictor.predict(contract, [input_for(turns[i]) for i in indices])
         for i, pred in zip(indices, predictions):
             turn = turns[i]
             bfcl = (turn.get("meta") or {}).get("bfcl") or {}

