@@ -882,7 +882,9 @@ def test_openai_compatible_against_vllm(vllm_server, tmp_path, monkeypatch):
     monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))  # the default response cache lives there
     domain = Domain.load(ROOT / "domains" / "support_triage")
     contract = domain.role("triage")
-    tickets = [t["input"] for t in domain.simulator().simulate(8, seed=5)]
+    # distinct tickets: the simulator re-sends some, and a repeat in one batch may hit the cache
+    unique = {json.dumps(t["input"], sort_keys=True): t["input"] for t in domain.simulator().simulate(40, seed=5)}
+    tickets = list(unique.values())[:8]
     block = TeacherBlock(provider="openai_compatible", base_url=vllm_server.base_url, model="base",
                          rate_limit_rps=50.0, timeout_s=300.0, max_retries=2)
     teacher = teacher_from_config(block)
