@@ -24,6 +24,8 @@ from slm_platform.resources import resources_for
 
 # the version-partitioned stages, in graph order; `slm run --until <stage>` stops after one
 VERSION_STAGES = ("dataset", "baseline_eval", "adapter", "eval_report")
+# the terminal shows INFO and up (asset logs, failures); every event is in the instance for the UI
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -85,7 +87,7 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     def materialize(keys: list[str], partition: str) -> dg.ExecuteInProcessResult:
         return dg.materialize(everything, selection=[dg.AssetKey([domain.name, k]) for k in keys],
                               partition_key=partition, instance=instance, resources=resources, tags=tags,
-                              raise_on_error=False)
+                              raise_on_error=False, run_config=QUIET)
 
     log(f"[{domain.name}] capture day {day}")
     ok = materialize(["captured_traffic"], day).success
