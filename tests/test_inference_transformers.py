@@ -11,64 +11,21 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore
-from slm_platform.config.models import Role
-from slm_platform.domain.contract import RoleContract
 from slm_platform.inference import GenerationRequest, make_engine, requests_for
+
+from engine_cases import (TOOL_ASKS, TOOLS, TRIAGE_SCHEMA, assert_valid, make_random_lora,  # noqa: F401
+                          tools_contract, triage_contract, user)
 
 pytestmark = pytest.mark.integration
 
-TRIAGE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "category": {"enum": ["billing", "bug", "account", "how_to", "cancellation"]},
-        "priority": {"enum": ["low", "medium", "high", "urgent"]},
-        "needs_human": {"type": "boolean"},
-    },
-    "required": ["category", "priority", "needs_human"],
-    "additionalProperties": False,
-}
-TOOLS = [
-    {"type": "function", "function": {
-        "name": "get_weather", "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {
-            "city": {"type": "string", "minLength": 2, "maxLength": 24},
-            "unit": {"enum": ["celsius", "fahrenheit"]}},
-            "required": ["city"], "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "book_table", "description": "Book a restaurant table.",
-        "parameters": {"type": "object", "properties": {
-            "restaurant": {"type": "string", "minLength": 1, "maxLength": 32},
-            "people": {"type": "integer", "minimum": 1, "maximum": 12}},
-            "required": ["restaurant", "people"], "additionalProperties": False}}},
-]
 TICKETS = [
     "My card was charged twice this month, please refund me!",
     "The app crashes every time I open the settings page.",
     "How do I change my password?",
 ]
-TOOL_ASKS = [
-    "What's the weather like in Paris right now?",
-    "Book a table for 4 at Chez Marcel tonight.",
-    "Is it raining in Berlin? Tell me in celsius.",
-]
-
-
-def triage_contract() -> RoleContract:
-    return RoleContract(Role(id="triage", kind="structured", system_prompt="triage.md", output_schema="t.json"),
-                        "Triage the support ticket. Answer with a JSON object.", output_schema=TRIAGE_SCHEMA)
-
-
-def tools_contract() -> RoleContract:
-    return RoleContract(Role(id="assistant", kind="tool_call", system_prompt="a.md", tools="tools.json"),
-                        "You are an assistant that calls tools.", tools=TOOLS)
-
-
-def user(text: str) -> dict:
-    return {"messages": [{"role": "user", "content": text}]}
 
 
 def artifact_store(tmp_path_factory) -> ArtifactStore:
@@ -76,20 +33,6 @@ def artifact_store(tmp_path_factory) -> ArtifactStore:
     if "://" in root and not root.startswith("file://"):  # a remote store: convert into a temp one
         root = str(tmp_path_factory.mktemp("artifacts"))
     return ArtifactStore(root)
-
-
-def make_random_lora(model_dir: Path, out: Path, r: int = 8) -> Path:
-    """A tiny random (non-zero) peft LoRA adapter on q_proj/v_proj: it changes the outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                        task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(str(out))
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -118,17 +61,6 @@ def engine(smollm2_dir, lora_dir):
     yield eng
     eng.close()
     torch.set_num_threads(threads)
-
-
-def assert_valid(results, contract: RoleContract) -> None:
-    validator = Draft202012Validator(contract.guided_schema())
-    for r in results:
-        assert r.error is None, r.error
-        assert r.finish_reason == "stop", f"ran out of tokens: {r.text!r}"
-        assert r.parsed is not None, f"not a JSON object: {r.text!r}"
-        assert not list(validator.iter_errors(r.parsed)), r.text
-        assert contract.validate_output(r.parsed) == [], r.text
-        assert r.prompt_tokens > 0 and r.completion_tokens > 0 and r.latency_ms > 0
 
 
 def test_guided_structured_output_is_schema_valid(engine):
