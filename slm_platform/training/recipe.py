@@ -15,7 +15,8 @@ Pipes extras (all optional except where the CLI would need the flag too):
 
 =================  =====================================================================
 ``domain_dir``     domain folder (``domains/support_triage``)
-``domain``         ... or a domain name, looked up under ``$SLM_DOMAINS`` (default ``domains/``)
+``domain``         ... or a domain name, looked up under ``$SLM_DOMAINS`` (default ``domains/``); with
+                   neither, every row must carry its own ``input.tools`` (BFCL) and ``base_model`` is required
 ``artifacts_root`` artifact store root (default ``$SLM_ARTIFACTS``, else ``$SLM_HOME/artifacts``)
 ``dataset``        dataset artifact, relative to the root (``support_triage/datasets/v0001``)
 ``dataset_uri``    ... or its full URI (``file:///…``, ``gs://…``); wins over ``dataset``
@@ -72,9 +73,10 @@ class TrainerOptions:
     stop_after: int | None = None     # debug: exit abruptly right after step N (a simulated kill)
     cleanup_checkpoints: bool = True  # delete the checkpoint folder once the adapter is published
     threads: int | None = None        # torch CPU threads (None: torch's default, one per core)
+    shared_prefix: bool = True        # run a batch's common prompt prefix once (same loss, less compute)
 
     # fields that change the numbers a run produces: a checkpoint must match them to be resumed
-    FINGERPRINT = ("warmup_ratio", "schedule", "weight_decay", "grad_clip", "megabatch_mult")
+    FINGERPRINT = ("warmup_ratio", "schedule", "weight_decay", "grad_clip", "megabatch_mult", "shared_prefix")
 
     def fingerprint(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.FINGERPRINT}
@@ -85,7 +87,7 @@ _TRAINER_FIELDS = {f.name: f for f in dataclasses.fields(TrainerOptions)}
 
 @dataclass
 class TrainJob:
-    domain_dir: Path
+    domain_dir: Path | None            # None: rows carry their own tool catalogs (BFCL)
     artifacts_root: str
     dataset: str                       # rel path in the store, or a full URI
     output: str                        # rel path in the store
@@ -100,7 +102,7 @@ class TrainJob:
     report_checks: bool = True
 
     def summary(self) -> dict[str, Any]:
-        return {"domain_dir": str(self.domain_dir), "artifacts_root": self.artifacts_root,
+        return {"domain_dir": str(self.domain_dir) if self.domain_dir else None, "artifacts_root": self.artifacts_root,
                 "dataset": self.dataset, "output": self.output, "base_model": self.base_model,
                 "version": self.version, "recipe": self.recipe.model_dump(),
                 "trainer": {k: v for k, v in dataclasses.asdict(self.options).items()},
@@ -218,17 +220,19 @@ def resolve_job(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = N
         domain_dir = name if Path(name).is_dir() else str(settings.domains_dir() / name)
     dataset = pick(args.dataset, "dataset_uri", "dataset")
     output = pick(args.output, "output")
-    missing = [name for name, v in (("--domain / extras.domain_dir", domain_dir), ("--dataset / extras.dataset_uri",
-               dataset), ("--output / extras.output", output)) if not v]
+    missing = [name for name, v in (("--dataset / extras.dataset_uri", dataset), ("--output / extras.output", output))
+               if not v]
     if missing:
         raise JobError("missing " + ", ".join(missing))
-    domain_dir = Path(domain_dir)
-    try:
-        config = load_config(domain_dir.resolve())
-    except ConfigError as e:
-        raise JobError(str(e)) from None
-    except FileNotFoundError as e:
-        raise JobError(f"domain folder {domain_dir}: {e}") from None
+    config = None  # no domain: rows must carry their own tool catalogs (BFCL), the recipe starts from defaults
+    if domain_dir is not None:
+        domain_dir = Path(domain_dir)
+        try:
+            config = load_config(domain_dir.resolve())
+        except ConfigError as e:
+            raise JobError(str(e)) from None
+        except FileNotFoundError as e:
+            raise JobError(f"domain folder {domain_dir}: {e}") from None
 
     cli_recipe, cli_trainer = _split_overrides(parse_overrides(args.overrides))
     if args.max_steps is not None:
@@ -236,10 +240,12 @@ def resolve_job(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = N
     extra_recipe = ex.get("recipe") or {}
     if not isinstance(extra_recipe, Mapping):
         raise JobError(f"extras.recipe: expected a mapping of Recipe fields, found {type(extra_recipe).__name__}")
-    recipe = build_recipe(config.model.recipe, extra_recipe, cli_recipe)
+    recipe = build_recipe(config.model.recipe if config else None, extra_recipe, cli_recipe)
     options = build_options(ex.get("trainer") or {}, cli_trainer)
 
     base = pick(args.base_model, "base_model_dir", "base_model", "base_model_uri")
+    if config is None and not base:
+        raise JobError("missing --domain / extras.domain_dir (or, for rows that carry their own tools, --base-model)")
     version = pick(args.version, "version") or partition_key or None
     root = pick(args.artifacts_root, "artifacts_root") or settings.artifacts_root()
     ckpt = pick(args.checkpoint_dir, "checkpoint_dir")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from slm_platform.artifacts import MANIFEST_NAME, ArtifactError, ArtifactStore
 from slm_platform.training.data import (
-    EncodeStats, Example, collate, encode_rows, length_grouped_batches, padding_ratio, random_batches, read_jsonl,
+    EncodeStats, Example, collate, encode_rows, length_grouped_batches, padding_ratio, prefix_group, random_batches,
+    read_jsonl,
 )
 from slm_platform.training.recipe import JobError, TrainJob, resolve_job
 
@@ -147,9 +148,10 @@ class LoRATrainer:
             raise TrainerError(f"adapter already published at {self.store.uri(job.output)}; "
                                f"choose a new --output/version or pass --overwrite")
         try:
-            self.domain = Domain.load(job.domain_dir)
+            self.domain = Domain.load(job.domain_dir) if job.domain_dir else None
         except ConfigError as e:
             raise TrainerError(str(e)) from None
+        self.name = self.domain.name if self.domain else job.output.strip("/").split("/")[0]
         self.version = job.version or job.output.rstrip("/").rsplit("/", 1)[-1]
 
         # -- inputs: verified local folders, and their manifests as lineage parents
@@ -247,25 +249,13 @@ class LoRATrainer:
         picks up exactly where the killed one stopped, with no data loader state to save."""
         epoch, index = divmod(position, self.batches_per_epoch)
         if epoch not in self._epoch_cache:
+            groups = [prefix_group(e) for e in self.train_set] if self.opts.shared_prefix else None
             self._epoch_cache = {epoch: length_grouped_batches(self.lengths, self.recipe.batch_size, self.recipe.seed,
-                                                               epoch, self.opts.megabatch_mult)}
+                                                               epoch, self.opts.megabatch_mult, groups)}
         return [self.train_set[i] for i in self._epoch_cache[epoch][index]]
 
     def _loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Sum of next-token losses over completion tokens, and how many there were."""
-        labels = batch["labels"]
-        has_label = (labels != -100).any(dim=0).nonzero().flatten()
-        # logits only for positions that predict a labelled token: position p predicts token p+1
-        keep = torch.arange(max(0, int(has_label.min()) - 1), int(has_label.max()), device=labels.device)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        with autocast:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                logits_to_keep=keep).logits
-        targets = labels[:, keep + 1]
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=-100, reduction="sum")
-        return loss, int((targets != -100).sum())
+        return loss_sum(self.model, batch, shared_prefix=self.opts.shared_prefix, cuda=self.device.type == "cuda")
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -423,12 +413,12 @@ class LoRATrainer:
             "skipped_rows": sum(self.train_stats.skipped.values()),
             "trainable_params": self.trainable_params, "device": str(self.device),
         }
-        curve = _loss_curve_png(h["loss"], val_loss, f"{self.domain.name} {self.version}")
+        curve = _loss_curve_png(h["loss"], val_loss, f"{self.name} {self.version}")
         extra = {"recipe": self.recipe.model_dump(), "trainer": self.opts.fingerprint(), "steps": self.step,
                  "final_loss": metrics["final_train_loss"], "val_loss": val_loss,
                  "tokens_per_s": round(metrics["tokens_per_s"], 1), "wall_time_s": round(wall_s, 1),
                  "padding_ratio": round(metrics["padding_ratio"], 4), "skipped_rows": metrics["skipped_rows"],
-                 "base_model": self.base_key, "domain": self.domain.name, "device": str(self.device)}
+                 "base_model": self.base_key, "domain": self.name, "device": str(self.device)}
         peft_cfg = self.model.peft_config["default"]
         peft_cfg.base_model_name_or_path = self.base_ref["uri"]  # lineage, not a path anyone should load
         with self.store.publish(self.job.output, kind=KIND, version=self.version,
@@ -541,6 +531,54 @@ class LoRATrainer:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+MIN_SHARED_PREFIX = 16  # below this, a separate prefix pass saves less than it costs
+
+
+def loss_sum(model: Any, batch: Mapping[str, torch.Tensor], *, shared_prefix: bool = True,
+             cuda: bool = False) -> tuple[torch.Tensor, int]:
+    """Sum of next-token losses over completion tokens, and how many there were."""
+    labels = batch["labels"]
+    has_label = (labels != -100).any(dim=0).nonzero().flatten()
+    # logits only for positions that predict a labelled token: position p predicts token p+1
+    keep = torch.arange(max(0, int(has_label.min()) - 1), int(has_label.max()), device=labels.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    shared = shared_prefix_len(batch) if shared_prefix else 0
+    with autocast:
+        if shared >= MIN_SHARED_PREFIX:
+            # The rows open with the same tokens (the system prompt, a tool catalog): run that prefix
+            # once, repeat its keys/values over the batch, and run only the rest per row. The same
+            # loss and gradients as the plain forward (gradients of the repeated cache sum back into
+            # the one prefix pass), for a fraction of the compute when the prompt dominates.
+            prefix = model(input_ids=batch["input_ids"][:1, :shared], use_cache=True, logits_to_keep=1)
+            cache = prefix.past_key_values
+            cache.batch_repeat_interleave(labels.shape[0])
+            logits = model(input_ids=batch["input_ids"][:, shared:], attention_mask=batch["attention_mask"],
+                           past_key_values=cache, use_cache=False, logits_to_keep=keep - shared).logits
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           logits_to_keep=keep).logits
+    targets = labels[:, keep + 1]
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+    return loss, int((targets != -100).sum())
+
+
+def shared_prefix_len(batch: Mapping[str, torch.Tensor]) -> int:
+    """Tokens every row of the batch starts with, stopping one token before any row's first label.
+
+    Position p's logits predict token p+1, so the prefix must end before the position that predicts
+    the first labelled token: the prefix pass then needs no logits and the loss is unchanged.
+    """
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    if ids.shape[0] < 2:
+        return 0
+    same = ((ids == ids[:1]).all(dim=0) & mask.bool().all(dim=0)).long()
+    common = int(same.cumprod(0).sum())
+    labelled = (labels != -100).long()
+    first_label = int(labelled.argmax(dim=1).min()) if bool(labelled.any(dim=1).all()) else ids.shape[1]
+    return max(0, min(common, first_label - 1))
+
+
 def _require_qlora_support() -> None:
     import importlib.util
 

@@ -1,6 +1,11 @@
-"""`baseline_eval[v]` on a real SQLite Dagster instance, through `run_pass(..., until="baseline_eval")`:
+"""One whole lifecycle pass on a real SQLite Dagster instance, through `run_pass(..., until="eval_report")`:
 capture day -> base model -> dataset -> baseline (floor = oracle, SmolLM2 zero-shot with guided
-decoding), its published report and the fine-tune decision.
+decoding) and the fine-tune decision -> adapter (the real trainer child through Dagster Pipes, a
+2-step LoRA run) -> eval_report with its blocking, version-partitioned gates.
+
+Two optimizer steps cannot beat the keyword floor: the test checks that the gate FAILS, with its
+reason, and that the version stays visible (materialized, report published) but is recorded as
+failed for that partition, which is what keeps it from ever being released.
 
 The config copy runs the base model on the in-process transformers engine (`serving.engine`), so
 this test never starts a vLLM server of its own beside the session's shared one (tests/conftest.py);
@@ -31,7 +36,9 @@ pytestmark = [
 ]
 
 
-def test_baseline_eval_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lifecycle_pass_to_eval_report_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
     from slm_platform.instance import get_instance
 
     artifacts = tmp_path / "artifacts"
@@ -45,18 +52,25 @@ def test_baseline_eval_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.Mo
     cfg = loaded.config.model_copy(deep=True)
     cfg.eval.max_examples = 30
     cfg.serving.engine = "transformers"
+    cfg.model.recipe = cfg.model.recipe.model_copy(update={"max_steps": 2, "batch_size": 2, "max_seq_len": 320})
     domain = Domain(loaded.root, cfg, loaded.roles)
 
     instance = get_instance(tmp_path / "dagster")
     try:
         assert "sqlite" in type(instance.run_storage).__name__.lower()
-        result = run_pass(domain, instance, day="2026-11-20", simulate=300, until="baseline_eval",
+        result = run_pass(domain, instance, day="2026-11-20", simulate=300, until="eval_report",
                           log=lambda m: None)
+        gate_records = {  # what a release decision reads: the check's status for THIS version
+            name: instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey(["support_triage", "eval_report"]), name), limit=5)
+            for name in ("beats_floor", "schema_valid")}
     finally:
         instance.dispose()
 
-    assert result.success, (result.checks, result.metadata.keys())
-    assert result.version == "v0001" and result.stages == ["dataset", "baseline_eval"]
+    # the run fails only because a blocking gate failed; every stage materialized
+    assert result.stages == ["dataset", "baseline_eval", "adapter", "eval_report"]
+    assert set(result.metadata) >= {"dataset", "baseline_eval", "adapter", "eval_report"}, result.metadata.keys()
+    assert result.version == "v0001"
     md = result.metadata["baseline_eval"]
     candidate = cfg.model.candidates[0]
     assert md["chosen_base"] == candidate
@@ -80,3 +94,24 @@ def test_baseline_eval_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.Mo
     parents = [p["uri"].rstrip("/") for p in manifest.parents]  # lineage: the dataset and the base model
     assert any(u.endswith("support_triage/datasets/v0001") for u in parents), parents
     assert any(u.endswith(f"base_models/{candidate_key(candidate)}") for u in parents), parents
+
+    # adapter[v]: the trainer child reported through Pipes, its required checks passed
+    assert result.checks["adapter.training_completed"] and result.checks["adapter.adapter_published"]
+    adapter_rel = "support_triage/adapters/v0001"
+    adapter_manifest = store.read_manifest(adapter_rel)
+    assert adapter_manifest.kind == "adapter"
+    assert any(p["uri"].rstrip("/").endswith("support_triage/datasets/v0001") for p in adapter_manifest.parents)
+    assert (store.open_verified(adapter_rel) / "adapter_model.safetensors").is_file()
+
+    # eval_report[v]: gates recorded for this partition; 2 steps do not beat the floor
+    eval_md = result.metadata["eval_report"]
+    assert eval_md["dagster/uri"].endswith("support_triage/evals/v0001/candidate")
+    assert "beats_floor" in eval_md["report"] and "FAIL" in eval_md["report"]
+    assert result.checks["eval_report.schema_valid"] is True  # guided decoding: every output is schema-valid
+    assert result.checks["eval_report.beats_floor"] is False
+    assert not result.success  # a failed blocking check fails the run
+    eval_report = json.loads((store.open_verified("support_triage/evals/v0001/candidate") / "report.json").read_text())
+    assert eval_report["gates"]["beats_floor"]["passed"] is False
+    assert "floor" in eval_report["gates"]["beats_floor"]["detail"]
+    status = {name: [(r.partition, r.status.value) for r in records] for name, records in gate_records.items()}
+    assert status == {"beats_floor": [("v0001", "FAILED")], "schema_valid": [("v0001", "SUCCEEDED")]}, status
