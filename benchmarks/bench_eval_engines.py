@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--domain", default="support_triage")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: the engine's)")
     parser.add_argument("--skip-sequential", action="store_true", help="only the vLLM guided/unguided pair")
     args = parser.parse_args()
 
@@ -57,7 +57,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with VLLMServer(model_dir, max_model_len=2048) as server:
         startup = time.perf_counter() - t0
-        with server.engine(concurrency=args.concurrency) as engine:
+        with server.engine(**({"concurrency": args.concurrency} if args.concurrency else {})) as engine:
             engine.generate(guided_reqs[:4])  # warm the grammar and the prefix cache path
             for label, reqs in (("vLLM guided", guided_reqs), ("vLLM unconstrained", free_reqs)):
                 start = time.perf_counter()

@@ -8,6 +8,8 @@ Startup takes ~40 s with a warm `~/.cache/vllm` (a few minutes the first time on
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -164,6 +166,18 @@ def test_server_command_and_environment(tmp_path):
     env = srv.environment()
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert "--enable-lora" not in VLLMServer(tmp_path).command()
+
+
+def test_small_machines_give_vllm_every_core(tmp_path, monkeypatch):
+    # vLLM-CPU reserves a core for its API server by default: on 2 cores that halves the compute
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert VLLMServer(tmp_path).environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in VLLMServer(tmp_path).environment()
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "2")  # an operator's choice wins
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert VLLMServer(tmp_path).environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "2"
 
 
 def test_make_engine_arguments():

@@ -36,7 +36,7 @@ def _local_model_engine(engine_kind: str, model_dir: Path, adapters: dict[str, P
         server = stack.enter_context(VLLMServer(model_dir, lora_modules=adapters or None,
                                                 max_model_len=max_model_len,
                                                 max_lora_rank=lora_rank_slot(adapters)))
-        return stack.enter_context(server.engine(concurrency=16))
+        return stack.enter_context(server.engine())
     if engine_kind == "transformers":
         from slm_platform.inference.transformers_engine import TransformersEngine
 
