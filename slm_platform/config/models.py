@@ -299,6 +299,7 @@ class EvalBlock(Strict):
     golden: list[str] = Field(default_factory=list)  # extra JSONL files of Turns
     regression_tolerance: float = Field(0.02, ge=0, le=1)
     max_examples: int | None = Field(None, ge=1)  # cap on test turns evaluated (CPU dev loop)
+    max_tokens: int = Field(256, ge=1)  # generation cap per eval request: an output cut here counts as invalid
 
 
 # --- serving ------------------------------------------------------------------------------------

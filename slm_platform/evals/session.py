@@ -37,6 +37,7 @@ class EvalSession:
     primary: str = "exact_match_rate"
     slice_keys: list[str] = field(default_factory=list)
     max_model_len: int = 2048
+    max_tokens: int = 256
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
@@ -51,7 +52,8 @@ class EvalSession:
     def _domain_defaults(domain: Domain) -> dict[str, Any]:
         return {"primary": domain.config.eval.primary_metric,
                 "slice_keys": [s.key for s in domain.config.eval.slices],
-                "max_model_len": max(2048, domain.config.model.recipe.max_seq_len + 512)}
+                "max_model_len": max(2048, domain.config.model.recipe.max_seq_len + 512),
+                "max_tokens": domain.config.eval.max_tokens}
 
     @classmethod
     def from_args(cls, args: Any) -> "EvalSession":
@@ -85,7 +87,8 @@ class EvalSession:
         for spec in self.specs:
             (log or (lambda m: None))(f"evaluating {spec} on {len(self.turns)} turns ({self.title})")
             with open_predictor(spec, domain=self.domain, store=self.store, engine=self.engine, guided=self.guided,
-                                base=self.base, max_model_len=self.max_model_len, progress=progress) as predictor:
+                                base=self.base, max_model_len=self.max_model_len, max_tokens=self.max_tokens,
+                                progress=progress) as predictor:
                 results[spec] = evaluate(self.turns, self.contract_for, predictor, slice_keys=self.slice_keys,
                                          pricing=pricing if spec == "teacher" else None, input_for=self.input_for)
         return results
