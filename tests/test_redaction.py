@@ -166,6 +166,29 @@ def test_turn_pseudonyms_are_consistent_across_input_output_labels() -> None:
     assert hits == Counter({"email": 5, "phone": 2, "person": 1})
 
 
+def test_a_name_found_after_a_cue_is_redacted_everywhere_in_the_turn() -> None:
+    # the travel booking turn: the name follows a cue in the message, but the tool call's argument
+    # (and the gold label) carry it bare; both must get the message's placeholder
+    turn = {"input": {"messages": [{"role": "user", "content": "Jonas Patel here. my name is Jonas Patel, email j@x.io"}]},
+            "output": {"name": "book", "arguments": {"traveler_name": "Jonas Patel", "email": "j@x.io"}},
+            "labels": {"gold": {"name": "book", "arguments": {"traveler_name": "jonas  patel"}}, "oracle": {"who": "Tom"}}}
+    out, hits = RED.redact_turn(turn)
+    assert out["input"]["messages"][0]["content"] == "<PERSON_1> here. my name is <PERSON_1>, email <EMAIL_1>"
+    assert out["output"]["arguments"] == {"traveler_name": "<PERSON_1>", "email": "<EMAIL_1>"}
+    assert out["labels"]["gold"]["arguments"]["traveler_name"] == "<PERSON_1>"  # any case or spacing
+    assert out["labels"]["oracle"]["who"] == "Tom"  # a name no cue introduced is not guessed
+    assert hits["person"] == 4 and "Jonas" not in repr(out) and "jonas" not in repr(out)
+    assert RED.redact_turn(out)[0] == out  # still idempotent
+
+
+def test_one_word_names_are_matched_only_where_capitalised() -> None:
+    text, hits = redact_text("Hi, my name is Will. Will said he will call.")
+    assert text == "Hi, my name is <PERSON_1>. <PERSON_1> said he will call." and hits["person"] == 2
+    masked, _ = Redactor(RedactionPolicy(mode="mask")).redact_turn(
+        {"input": {"text": "Regards,\nAda Lovelace"}, "output": {"signed_by": "Ada Lovelace"}})
+    assert masked["output"]["signed_by"] == "<PERSON>"
+
+
 def test_turn_other_fields_and_structure_are_kept() -> None:
     turn = _turn()
     out, _ = RED.redact_turn(turn)

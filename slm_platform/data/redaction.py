@@ -256,7 +256,7 @@ def _tag(name: str) -> str:
 class _Scope:
     """Placeholders and hit counts for one turn (or one `redact_text` call)."""
 
-    __slots__ = ("mask", "values", "counts", "hits", "n")
+    __slots__ = ("mask", "values", "counts", "hits", "n", "names")
 
     def __init__(self, mask: bool) -> None:
         self.mask = mask
@@ -264,6 +264,7 @@ class _Scope:
         self.counts: dict[str, int] = {}
         self.hits: Counter = Counter()
         self.n = 0
+        self.names: set[str] = set()  # person names found after a cue, as written (see `_known_persons`)
 
     def placeholder(self, det: str, tag: str, key: str) -> str:
         self.hits[det] += 1
@@ -384,7 +385,10 @@ class Redactor:
         if not self.enabled or not isinstance(text, str):
             return text, Counter()
         scope = _Scope(self.mask)
-        return self._text(text, scope), scope.hits
+        text = self._text(text, scope)
+        if scope.names:
+            text = self._walk_known(text, scope, self._known_persons_rx(scope))
+        return text, scope.hits
 
     def redact_turn(self, turn: Mapping[str, Any]) -> tuple[dict[str, Any], Counter]:
         """A new turn with every string under input / output / labels redacted, and the hits.
@@ -405,6 +409,11 @@ class Redactor:
         for key in ("input", "output", "labels"):
             if key in new:
                 new[key] = self._walk(new[key], scope)
+        if scope.names:  # a name found after a cue ("my name is X") is X everywhere in the turn
+            known = self._known_persons_rx(scope)
+            for key in ("input", "output", "labels"):
+                if key in new:
+                    new[key] = self._walk_known(new[key], scope, known)
         return new, scope.hits
 
     def redact_turns(self, turns: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
@@ -434,6 +443,30 @@ class Redactor:
             return {k: self._walk(v, scope) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._walk(v, scope) for v in value]
+        return value
+
+    @staticmethod
+    def _known_persons_rx(scope: _Scope) -> re.Pattern:
+        """Every name this scope found after a cue, as whole words, any spacing, any case."""
+        names = sorted(scope.names, key=len, reverse=True)
+        alternatives = (r"\s+".join(re.escape(w) for w in name.split()) for name in names)
+        return re.compile(r"(?<![\w'’-])(?:" + "|".join(alternatives) + r")(?![\w'’-])", re.IGNORECASE)
+
+    def _walk_known(self, value: Any, scope: _Scope, known: re.Pattern) -> Any:
+        """Second walk: a name the cues found elsewhere in the turn also goes where no cue precedes
+        it (a tool call's `traveler_name`, a label), and short strings are not skipped. A one-word
+        name only where capitalised: "Will" the name, not "will" the verb."""
+        if isinstance(value, str):
+            def repl(m: re.Match) -> str:
+                text = m.group()
+                if not text[0].isupper() and len(text.split()) == 1:
+                    return text
+                return scope.placeholder("person", "PERSON", " ".join(text.split()).casefold())
+            return known.sub(repl, value)
+        if isinstance(value, Mapping):
+            return {k: self._walk_known(v, scope, known) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._walk_known(v, scope, known) for v in value]
         return value
 
     def _text(self, s: str, scope: _Scope) -> str:
@@ -539,6 +572,7 @@ class Redactor:
             if start < last:
                 continue
             out.append(s[last:start])
+            scope.names.add(" ".join(name.split()))
             out.append(scope.placeholder("person", "PERSON", " ".join(name.split()).casefold()))
             last = end
         out.append(s[last:])
