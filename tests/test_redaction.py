@@ -56,6 +56,10 @@ POSITIVE = [
     ("person", "Dr. McDonald called", "McDonald"),
     ("person", "Mrs Smith called", "Smith"),
     ("person", "Name: Ada Lovelace", "Ada Lovelace"),
+    ("person", "Name = Ada Lovelace", "Ada Lovelace"),
+    ("person", "go with the cheapest, name Anna Novak, email below", "Anna Novak"),
+    ("person", "book FL-5093. I'm Liam Dubois, thanks", "Liam Dubois"),
+    ("person", "I am Diego Silva", "Diego Silva"),
     ("person", "Signed: Jean-Luc Picard", "Jean-Luc Picard"),
     ("person", "please ask for Tom at reception", "Tom"),
     ("person", "or contact Maria.", "Maria"),
@@ -119,6 +123,8 @@ NEGATIVE = [
     ("person", "Drive to the Dr.Smith building"),
     ("person", "regarding Monday"),
     ("person", "username: Alice"),
+    ("person", "I'm flying to Rome, rename the trip"),
+    ("person", "I am in Paris with my surname on the form"),
 ]
 
 

@@ -174,7 +174,7 @@ _AFTER_TITLE = re.compile(rf"\.?(?![\w'’\-]){_HS}*{_NAME}")
 _AFTER_LABEL = re.compile(rf"{_HS}*[:=]{_HS}*{_NAME}")
 
 _CUES_WORD = (
-    "my name is", "my name's", "this is", "signed", "signed by", "regards", "thanks", "thank you",
+    "my name is", "my name's", "name", "i'm", "i’m", "i am", "this is", "signed", "signed by", "regards", "thanks", "thank you",
     "cheers", "sincerely", "contact", "ask for", "speak to", "speak with",
     "je m'appelle", "je m’appelle", "mon nom est", "cordialement", "merci",
     "me llamo", "mi nombre es", "saludos", "atentamente", "gracias",
@@ -544,12 +544,12 @@ class Redactor:
         if not triggers:
             return s
         spans: list[tuple[int, int, str]] = []
-        seen_cues: set[str] = set()
+        seen_cues: set[tuple[str, re.Pattern]] = set()
         for trig in triggers:
             for cue, after in _CUE_INDEX[trig]:
-                if cue in seen_cues:
+                if (cue, after) in seen_cues:
                     continue
-                seen_cues.add(cue)
+                seen_cues.add((cue, after))
                 i = low.find(cue)
                 while i != -1:
                     if i == 0 or not (s[i - 1].isalnum() or s[i - 1] in "_.'’"):
