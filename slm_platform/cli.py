@@ -314,7 +314,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", default="eval_report",
                         choices=["dataset", "baseline_eval", "adapter", "eval_report"],
                         help="last stage of the pass (default: eval_report, the whole pass; the adapter "
-                             "stage trains LoRA on the CPU, 20-30 minutes per domain on 2 cores; "
+                             "stage trains LoRA on the CPU, 25-50 minutes per domain on 2 cores; "
                              "--until baseline_eval stops before training)")
 
 
