@@ -45,7 +45,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["DETECTORS", "Redactor", "redact_text"]
@@ -264,7 +264,7 @@ class _Scope:
         self.counts: dict[str, int] = {}
         self.hits: Counter = Counter()
         self.n = 0
-        self.names: set[str] = set()  # person names found after a cue, as written (see `_known_persons`)
+        self.names: set[str] = set()  # person names found after a cue, as written (see `_known_persons_rx`)
 
     def placeholder(self, det: str, tag: str, key: str) -> str:
         self.hits[det] += 1
@@ -387,7 +387,7 @@ class Redactor:
         scope = _Scope(self.mask)
         text = self._text(text, scope)
         if scope.names:
-            text = self._walk_known(text, scope, self._known_persons_rx(scope))
+            text = self._walk(text, self._known_persons(scope))
         return text, scope.hits
 
     def redact_turn(self, turn: Mapping[str, Any]) -> tuple[dict[str, Any], Counter]:
@@ -406,14 +406,9 @@ class Redactor:
                     new[key] = _copy(new[key])
             return new, Counter()
         scope = _Scope(self.mask)
-        for key in ("input", "output", "labels"):
-            if key in new:
-                new[key] = self._walk(new[key], scope)
+        self._walk_turn(new, lambda s: self._text(s, scope))
         if scope.names:  # a name found after a cue ("my name is X") is X everywhere in the turn
-            known = self._known_persons_rx(scope)
-            for key in ("input", "output", "labels"):
-                if key in new:
-                    new[key] = self._walk_known(new[key], scope, known)
+            self._walk_turn(new, self._known_persons(scope))
         return new, scope.hits
 
     def redact_turns(self, turns: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
@@ -427,47 +422,46 @@ class Redactor:
 
     # ---------------------------------------------------------------------------- internals
 
-    def _walk(self, value: Any, scope: _Scope) -> Any:
+    def _walk_turn(self, turn: dict[str, Any], text_pass: Callable[[str], str]) -> None:
+        for key in ("input", "output", "labels"):
+            if key in turn:
+                turn[key] = self._walk(turn[key], text_pass)
+
+    def _walk(self, value: Any, text_pass: Callable[[str], str]) -> Any:
+        """`text_pass` applied to every string in nested dicts/lists (a new structure)."""
         t = type(value)
         if t is str:
-            return self._text(value, scope) if len(value) >= self._min_len else value
+            return text_pass(value)
         if t is dict:
             walk = self._walk
-            return {k: walk(v, scope) for k, v in value.items()}
+            return {k: walk(v, text_pass) for k, v in value.items()}
         if t is list:
             walk = self._walk
-            return [walk(v, scope) for v in value]
+            return [walk(v, text_pass) for v in value]
         if isinstance(value, str):
-            return self._text(str(value), scope)
+            return text_pass(str(value))
         if isinstance(value, Mapping):
-            return {k: self._walk(v, scope) for k, v in value.items()}
+            return {k: self._walk(v, text_pass) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self._walk(v, scope) for v in value]
+            return [self._walk(v, text_pass) for v in value]
         return value
 
     @staticmethod
-    def _known_persons_rx(scope: _Scope) -> re.Pattern:
-        """Every name this scope found after a cue, as whole words, any spacing, any case."""
+    def _known_persons(scope: _Scope) -> Callable[[str], str]:
+        """The second pass: every name this scope found after a cue, wherever else it appears (a tool
+        call's `traveler_name`, a label), as whole words, any spacing, any case, in strings of any
+        length. A one-word name only where capitalised: "Will" the name, not "will" the verb."""
         names = sorted(scope.names, key=len, reverse=True)
         alternatives = (r"\s+".join(re.escape(w) for w in name.split()) for name in names)
-        return re.compile(r"(?<![\w'’-])(?:" + "|".join(alternatives) + r")(?![\w'’-])", re.IGNORECASE)
+        known = re.compile(r"(?<![\w'’-])(?:" + "|".join(alternatives) + r")(?![\w'’-])", re.IGNORECASE)
 
-    def _walk_known(self, value: Any, scope: _Scope, known: re.Pattern) -> Any:
-        """Second walk: a name the cues found elsewhere in the turn also goes where no cue precedes
-        it (a tool call's `traveler_name`, a label), and short strings are not skipped. A one-word
-        name only where capitalised: "Will" the name, not "will" the verb."""
-        if isinstance(value, str):
-            def repl(m: re.Match) -> str:
-                text = m.group()
-                if not text[0].isupper() and len(text.split()) == 1:
-                    return text
-                return scope.placeholder("person", "PERSON", " ".join(text.split()).casefold())
-            return known.sub(repl, value)
-        if isinstance(value, Mapping):
-            return {k: self._walk_known(v, scope, known) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self._walk_known(v, scope, known) for v in value]
-        return value
+        def repl(m: re.Match) -> str:
+            text = m.group()
+            if not text[0].isupper() and len(text.split()) == 1:
+                return text
+            return scope.placeholder("person", "PERSON", " ".join(text.split()).casefold())
+
+        return lambda s: known.sub(repl, s)
 
     def _text(self, s: str, scope: _Scope) -> str:
         if len(s) < self._min_len:
@@ -572,8 +566,9 @@ class Redactor:
             if start < last:
                 continue
             out.append(s[last:start])
-            scope.names.add(" ".join(name.split()))
-            out.append(scope.placeholder("person", "PERSON", " ".join(name.split()).casefold()))
+            name = " ".join(name.split())
+            scope.names.add(name)
+            out.append(scope.placeholder("person", "PERSON", name.casefold()))
             last = end
         out.append(s[last:])
         return "".join(out)

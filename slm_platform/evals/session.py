@@ -52,7 +52,8 @@ class EvalSession:
     def _domain_defaults(domain: Domain) -> dict[str, Any]:
         return {"primary": domain.config.eval.primary_metric,
                 "slice_keys": [s.key for s in domain.config.eval.slices],
-                "max_model_len": max(2048, domain.config.model.recipe.max_seq_len + 512),
+                # the longest prompt training kept plus the longest answer evaluation allows
+                "max_model_len": max(2048, domain.config.model.recipe.max_seq_len + domain.config.eval.max_tokens),
                 "max_tokens": domain.config.eval.max_tokens}
 
     @classmethod

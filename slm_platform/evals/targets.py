@@ -114,18 +114,15 @@ def open_predictor(spec: str, *, domain: Any = None, store: ArtifactStore | None
             if candidate is None:
                 raise TargetError(f"{spec!r}: which base model? pass --base")
             model_dir = resolve_base_model(candidate, store, log=lambda m: None).local_dir
+            served, adapters, adapter = model_dir, {"adapter": adapter_dir}, "adapter"
             if engine == "vllm" and merge_adapters:
                 # vLLM on a CPU runs LoRA requests 4-6x slower than plain ones: serve the merged weights
                 from slm_platform.models.merge import merge_adapter
 
                 merged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slm-merged-")))
-                eng = _local_model_engine(engine, merge_adapter(model_dir, adapter_dir, merged), {},
-                                          max_model_len=max_model_len, stack=stack)
-                yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
-                return
-            eng = _local_model_engine(engine, model_dir, {"adapter": adapter_dir}, max_model_len=max_model_len,
-                                      stack=stack)
-            yield EnginePredictor(eng, name=spec, adapter="adapter", guided=guided, max_tokens=max_tokens,
+                served, adapters, adapter = merge_adapter(model_dir, adapter_dir, merged), {}, None
+            eng = _local_model_engine(engine, served, adapters, max_model_len=max_model_len, stack=stack)
+            yield EnginePredictor(eng, name=spec, adapter=adapter, guided=guided, max_tokens=max_tokens,
                                   progress=progress)
             return
         if kind == "model":

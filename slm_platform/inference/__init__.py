@@ -52,11 +52,11 @@ def make_engine(
         from slm_platform.inference.vllm_engine import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S, VLLMEngine, VLLMServer
 
         timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S
+        concurrency = concurrency or DEFAULT_CONCURRENCY
         if base_url is not None:
             if adapters:
                 raise ValueError("adapters with base_url: load them on the server (VLLMEngine.load_lora_adapter)")
-            return VLLMEngine(base_url, model_name or "base", concurrency=concurrency or DEFAULT_CONCURRENCY,
-                              timeout_s=timeout, **options)
+            return VLLMEngine(base_url, model_name or "base", concurrency=concurrency, timeout_s=timeout, **options)
         if model_dir is None:
             raise ValueError("make_engine('vllm') needs base_url (remote server) or model_dir (managed server)")
         # LoRA on when adapters are given (server_options may turn it on for run-time loading only)
@@ -64,7 +64,7 @@ def make_engine(
         if model_name is not None:
             opts["served_model_name"] = model_name
         server = VLLMServer(model_dir, lora_modules=adapters, **opts).start()
-        return server.engine(concurrency=concurrency or DEFAULT_CONCURRENCY, timeout_s=timeout, own=True)
+        return server.engine(concurrency=concurrency, timeout_s=timeout, own=True)
     if kind == "transformers":
         from slm_platform.inference.transformers_engine import TransformersEngine
 
