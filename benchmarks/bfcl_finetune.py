@@ -87,7 +87,7 @@ def main() -> None:
 
     from slm_platform import settings
     from slm_platform.artifacts import ArtifactStore, sha256_file
-    from slm_platform.evals.bfcl import bfcl_contract, bfcl_input, load_bfcl
+    from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl
     from slm_platform.evals.session import EvalSession
     from slm_platform.records import stable_hash
 

@@ -35,7 +35,7 @@ RUN mkdir slm_platform && touch slm_platform/__init__.py \
  && pip uninstall -y slm_platform
 # then the code itself
 COPY slm_platform ./slm_platform
-RUN pip install --no-deps . && python -c "import slm_platform.training.launchers"
+RUN pip install --no-deps . && python -c "import slm_platform.training.train_lora"
 
 # --- runtime ------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE}

@@ -325,8 +325,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
     from slm_platform.domain import Domain
-    from slm_platform.instance import get_instance
-    from slm_platform.lifecycle import run_pass
+    from slm_platform.orchestration.instance import get_instance
+    from slm_platform.orchestration.lifecycle import run_pass
 
     console = _console()
     instance = get_instance()
@@ -354,24 +354,28 @@ def _strip_images(markdown: str) -> str:
 
 
 def _summary_table(results: list[Any]):
+    """One row per pass from its typed reports: floor, best base, fine-tuned on the primary metric."""
     from rich.table import Table
 
+    from slm_platform.models.spec import ModelSpec
+
     table = Table(title="slm run summary")
-    for col in ("domain", "version", "rows in", "train/val/test", "floor", "base", "fine-tuned", "gates"):
+    for col in ("domain", "version", "rows in", "train/val/test", "metric", "floor", "base", "fine-tuned", "gates"):
         table.add_column(col)
     for r in results:
         data = r.metadata.get("dataset", {})
-        base = r.metadata.get("baseline_eval", {})
-        cand = r.metadata.get("eval_report", {})
-        primary = next((k.split("/")[0] for k in base if "/" in k and k.split("/")[0].endswith("_rate")),
-                       "exact_match_rate")
-        floor = base.get(f"{primary}/oracle")
-        best = max((v for k, v in base.items() if k.startswith(f"{primary}/base_")), default=None)
-        tuned = cand.get(primary)
+        base, cand = r.baseline, r.candidate
+        primary = (base or cand).primary_metric if (base or cand) else "-"
+        floor = best = tuned = None
+        if base is not None and base.decision is not None:
+            floor, best = base.decision.floor, base.decision.best_base_value
+        if cand is not None:
+            floor = floor if floor is not None else cand.metric(ModelSpec.oracle(), primary)
+            tuned = cand.subject_metric(primary)
         failed = [k for k, ok in r.checks.items() if not ok]
         gates = ("all passed" if not failed else "failed: " + ", ".join(failed)) if r.checks else "not run"
         split = "/".join(str(data.get(k, "-")) for k in ("train", "val", "test"))
-        table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split,
+        table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split, primary,
                       *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates)
     return table
 
@@ -391,7 +395,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from slm_platform import settings
     from slm_platform.domain import Domain
-    from slm_platform.lifecycle import today
+    from slm_platform.orchestration.lifecycle import today
 
     domain = Domain.load(_domain_folders([args.domain])[0])
     turns = domain.simulator().simulate(args.n, seed=args.seed, day=args.day, drift=args.drift)
@@ -420,6 +424,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--turns", help="any JSONL file of Turns")
     data.add_argument("--bfcl", help="a BFCL question file (answers from --answers or possible_answer/ beside it)")
     parser.add_argument("--answers", help="BFCL possible-answer file")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="with --bfcl: evaluate the questions that have an answer when some do not")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--engine", default=None, choices=["vllm", "transformers"],
                         help="engine for local models (default: serving.engine of the domain, else vllm)")
@@ -434,19 +440,82 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from slm_platform.evals.session import EvalSession
+    from slm_platform.evals.session import NoDatasetError
+    from slm_platform.models.spec import ModelSpec, ModelSpecError
 
-    session = EvalSession.from_args(args)
+    try:
+        specs = [ModelSpec.parse(m) for m in args.model]
+    except ModelSpecError as exc:
+        print(f"--model: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        session = _eval_session(args, specs)
+    except (NoDatasetError, PartialBFCL, FileNotFoundError) as exc:
+        print(_one_line(str(exc)), file=sys.stderr)
+        return EXIT_PROBLEMS
     results = session.run(progress=not args.json)
     if args.out:
         session.write(Path(args.out), results)
     if args.json:
-        print(json.dumps({name: res.report for name, res in results.items()}, indent=2))
+        print(json.dumps({str(spec): res.report.model_dump() for spec, res in results.items()}, indent=2))
         return EXIT_OK
     from rich.markdown import Markdown
 
     _console().print(Markdown(session.markdown(results)))
     return EXIT_OK
+
+
+class PartialBFCL(ValueError):
+    """Some BFCL questions cannot be scored (no answer, malformed) and --allow-partial was not given."""
+
+
+def _eval_session(args: argparse.Namespace, specs: list[Any]):
+    """The session `slm eval` asked for: a BFCL file, a JSONL of Turns, or a domain's split."""
+    from slm_platform import settings
+    from slm_platform.artifacts import ArtifactStore
+    from slm_platform.domain import Domain
+    from slm_platform.evals.session import EvalSession, latest_version
+
+    store = ArtifactStore(settings.artifacts_root())
+    common = {"store": store, "guided": not args.no_guided, "base": args.base}
+    if args.bfcl:
+        from slm_platform.data.bfcl import bfcl_contract, bfcl_input
+
+        turns = _bfcl_turns(Path(args.bfcl), Path(args.answers) if args.answers else None, args.allow_partial)
+        turns = turns[: args.limit] if args.limit else turns
+        return EvalSession(f"BFCL {Path(args.bfcl).stem}", turns, bfcl_contract, bfcl_input, specs,
+                           engine=args.engine or "vllm", slice_keys=["category"], **common)
+    if not args.domain:
+        raise SystemExit("give a domain (or --bfcl FILE)")
+    domain = Domain.load(_domain_folders([args.domain])[0])
+    engine = args.engine or domain.config.serving.engine
+    if args.turns:
+        return EvalSession.for_domain_turns(domain, Path(args.turns), specs, limit=args.limit, engine=engine,
+                                            **common)
+    version = args.dataset or latest_version(store, domain.name)
+    return EvalSession.for_domain_split(domain, store, version, args.split, specs, limit=args.limit, engine=engine,
+                                        **common)
+
+
+def _bfcl_turns(questions: Path, answers: Path | None, allow_partial: bool) -> list[dict[str, Any]]:
+    """Every question of a BFCL file, or a refusal that counts the ones that cannot be scored."""
+    from slm_platform.data.bfcl import load_bfcl
+
+    try:
+        turns, rejected = load_bfcl(questions, answers)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}; pass the possible-answer file with --answers FILE") from None
+    if rejected:
+        unanswered = sum(1 for r in rejected if "has no answer" in r.reason)
+        total = len(turns) + len(rejected)
+        first = "; ".join(f"{r.location}: {r.reason}" for r in rejected[:3])
+        what = (f"{len(rejected)} of {total} BFCL rows of {questions.name} cannot be scored "
+                f"({unanswered} have no answer, {len(rejected) - unanswered} are malformed; first: {first})")
+        if not allow_partial:
+            hint = "pass the matching possible-answer file with --answers FILE, or " if unanswered else ""
+            raise PartialBFCL(f"{what}; {hint}--allow-partial to evaluate the {len(turns)} others")
+        print(f"warning: {what}; evaluating the other {len(turns)} (--allow-partial)", file=sys.stderr)
+    return turns
 
 
 def _ui_arguments(parser: argparse.ArgumentParser) -> None:
@@ -459,7 +528,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import os
 
     from slm_platform import settings
-    from slm_platform.instance import prepare_home
+    from slm_platform.orchestration.instance import prepare_home
 
     prepare_home()
     dagster = Path(sys.executable).parent / "dagster"

@@ -65,11 +65,11 @@ def test_paths_are_shown_relative_to_the_working_directory(tmp_path):
 # --- bad config -----------------------------------------------------------------------------------
 def test_bad_config_names_file_path_found_expected(tmp_path):
     folder = make_domain(tmp_path)
-    edit_config(folder, lambda d: d["eval"]["metrics"][2].update(target="high"))
+    edit_config(folder, lambda d: d["eval"]["metrics"][1].update(target="high"))
     rc, out, err = slm("validate", "full", cwd=tmp_path)
     assert rc == 1
     assert "full: invalid (1 problem)" in err
-    assert "full/slm.config.yaml: eval.metrics[2].target: found 'high', expected a valid number" in err.splitlines()
+    assert "full/slm.config.yaml: eval.metrics[1].target: found 'high', expected a valid number" in err.splitlines()
 
 
 def test_yaml_syntax_error(tmp_path):

@@ -7,15 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from slm_platform.definitions import build_definitions
+from slm_platform.orchestration.definitions import build_definitions
 from slm_platform.domain import Domain
-from slm_platform.lifecycle import run_pass
+from slm_platform.orchestration.lifecycle import run_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("support_triage", "travel")
@@ -42,6 +41,9 @@ def test_one_group_per_domain_with_blocking_partitioned_checks(defs: dg.Definiti
         assert all(c.partitions_def == node.partitions_def for c in checks.values())
         capture = graph.get(dg.AssetKey([domain, "captured_traffic"]))
         assert isinstance(capture.partitions_def, dg.DailyPartitionsDefinition)
+        capture_checks = defs.resolve_assets_def(capture.key).check_specs
+        assert {c.name for c in capture_checks} == {"day_not_empty", "quarantine_share", "rows_conserved"}
+        assert all(c.blocking and c.partitions_def == capture.partitions_def for c in capture_checks)
 
 
 def test_a_new_domain_folder_is_a_new_group(tmp_path: Path) -> None:
@@ -53,6 +55,27 @@ def test_a_new_domain_folder_is_a_new_group(tmp_path: Path) -> None:
     defs = build_definitions(tmp_path)
     groups = {n.group_name for n in defs.resolve_asset_graph().asset_nodes}
     assert groups == {"support_triage", "helpdesk"}
+
+
+def test_a_broken_domain_folder_does_not_take_the_others_down(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "domains" / "support_triage", tmp_path / "support_triage")
+    broken = tmp_path / "help-desk"
+    shutil.copytree(ROOT / "domains" / "support_triage", broken)
+    cfg = (broken / "slm.config.yaml").read_text().replace("name: support_triage", "name: help-desk", 1)
+    (broken / "slm.config.yaml").write_text(cfg.replace("  seed: ", "  seed: not-a-number #", 1))
+    defs = build_definitions(tmp_path)
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    groups = {n.group_name for n in graph.asset_nodes}
+    assert groups == {"support_triage", "help_desk"}
+    assert dg.AssetKey(["support_triage", "dataset"]) in graph.get_all_asset_keys()
+    node = graph.get(dg.AssetKey(["help_desk", "config_error"]))
+    text = node.description or ""
+    assert str(broken / "slm.config.yaml") in text and "domain.name" in text  # file and field path
+    assert "expected" in text
+    from slm_platform import cli
+
+    assert cli.main(["validate", str(broken)]) == 1
 
 
 def test_dg_check_defs_passes() -> None:
@@ -71,8 +94,9 @@ def _run_pass(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.
     first = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
     assert first.success, first.checks
     assert first.version == "v0001"
-    assert first.checks == {f"dataset.{c}": True for c in ("no_split_leakage", "labels_valid", "min_rows",
-                                                           "rows_conserved")}
+    assert first.checks == {
+        **{f"captured_traffic.{c}": True for c in ("day_not_empty", "quarantine_share", "rows_conserved")},
+        **{f"dataset.{c}": True for c in ("no_split_leakage", "labels_valid", "min_rows", "rows_conserved")}}
     assert first.metadata["dataset"]["rows_in"] == 400 + 400  # seed file + one simulated capture day
     second = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
     assert second.version == "v0002"
@@ -84,10 +108,19 @@ def _run_pass(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.
     third = run_pass(domain, instance, day="2026-11-20", simulate=400, until="dataset", log=lambda m: None)
     assert not third.success and third.checks["dataset.min_rows"] is False
     assert third.version == "v0003"
+    # a capture day whose every row is rejected fails its blocking checks (it used to succeed)
+    inbox = tmp_path / "home" / "inbox" / "support_triage" / "date=2026-11-21"
+    inbox.mkdir(parents=True)
+    (inbox / "broken.jsonl").write_text("not json\n" * 5 + '{"id": "x", "domain": "support_triage"}\n')
+    fourth = run_pass(domain, instance, day="2026-11-21", simulate=0, until="dataset", log=lambda m: None)
+    assert not fourth.success
+    assert fourth.checks["captured_traffic.day_not_empty"] is False
+    assert fourth.checks["captured_traffic.quarantine_share"] is False
+    assert fourth.checks["captured_traffic.rows_conserved"] is True
 
 
 def test_data_pass_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from slm_platform.instance import get_instance
+    from slm_platform.orchestration.instance import get_instance
 
     monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
@@ -101,24 +134,16 @@ def test_data_pass_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.mark.postgres
-def test_data_pass_on_postgres_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
-    db = f"slm_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {db}")
-    url = f"postgresql://postgres@127.0.0.1:5432/{db}"
-    try:
-        monkeypatch.setenv("SLM_DAGSTER_STORAGE_URL", url)
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-        from slm_platform.instance import get_instance
+def test_data_pass_on_postgres_instance(postgres_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fresh database of this test's own on the session's server (SLM_TEST_POSTGRES_URL, the local
+    # server or a throwaway one: see tests/conftest.py), dropped after the test
+    monkeypatch.setenv("SLM_DAGSTER_STORAGE_URL", postgres_db_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    from slm_platform.orchestration.instance import get_instance
 
-        instance = get_instance(tmp_path / "dagster")
-        try:
-            assert "postgres" in type(instance.run_storage).__name__.lower()
-            _run_pass(instance, tmp_path, monkeypatch)
-        finally:
-            instance.dispose()
+    instance = get_instance(tmp_path / "dagster")
+    try:
+        assert "postgres" in type(instance.run_storage).__name__.lower()
+        _run_pass(instance, tmp_path, monkeypatch)
     finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
+        instance.dispose()

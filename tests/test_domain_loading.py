@@ -319,10 +319,10 @@ def test_several_problems_are_all_reported(tmp_path):
 
 def test_config_errors_come_first(tmp_path):
     folder = make_domain(tmp_path)
-    edit_config(folder, lambda d: d["eval"]["metrics"][2].update(target="high"))
+    edit_config(folder, lambda d: d["eval"]["metrics"][1].update(target="high"))
     (folder / "prompts" / "triage.md").unlink()
     p = one(folder)  # the config is checked before the files it points to
-    assert (p.path, p.found) == ("eval.metrics[2].target", "'high'")
+    assert (p.path, p.found) == ("eval.metrics[1].target", "'high'")
 
 
 def test_missing_folder(tmp_path):

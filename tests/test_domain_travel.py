@@ -64,8 +64,7 @@ def test_domain_loads(domain):
     assert cfg.teacher.provider == "none"
     assert cfg.eval.primary_metric == "exact_match_rate"
     assert cfg.data.split.stratify == ["intent"]
-    assert {(m.role, m.name) for m in cfg.eval.metrics} >= {("call_tool", "name_match_rate"), ("call_tool", "args_exact_rate"),
-                                                          ("plan_turn", "exact_match_rate")}
+    assert [(m.role, m.name, m.target) for m in cfg.eval.metrics] == [("plan_turn", "exact_match_rate", 0.8)]
     assert all(s.tolerance > 0 for s in cfg.eval.slices)
     assert [s.path for s in cfg.data.sources] == ["data/seed.jsonl"]
 

@@ -20,7 +20,7 @@ from slm_platform.artifacts import ArtifactStore
 from slm_platform.config.models import LabelPolicy, MinRows, Source, TeacherBlock
 from slm_platform.data.stages import build_dataset
 from slm_platform.domain import Domain
-from slm_platform.teachers.base import teacher_from_config
+from slm_platform.teachers import teacher_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIAGE = ROOT / "domains" / "support_triage"

@@ -22,8 +22,8 @@ from kubernetes import client as k8s
 
 from slm_platform import settings
 from slm_platform.config.models import Toleration, TrainerBlock
-from slm_platform.training import launchers
-from slm_platform.training.launchers import (
+from slm_platform.orchestration import launchers
+from slm_platform.orchestration.launchers import (
     ADAPTER_PUBLISHED,
     TRAINING_COMPLETED,
     K8sTrainer,
@@ -32,7 +32,7 @@ from slm_platform.training.launchers import (
     required_check_specs,
     trainer_for,
 )
-from slm_platform.training.pod import (
+from slm_platform.orchestration.pod import (
     GKE_ACCELERATOR_LABEL,
     build_trainer_pod_meta,
     build_trainer_pod_spec,

@@ -24,7 +24,7 @@ import pytest
 from conftest import seed_base_model  # tests/conftest.py
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
-from slm_platform.lifecycle import run_pass
+from slm_platform.orchestration.lifecycle import run_pass
 from slm_platform.models import candidate_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ pytestmark = [
 def test_lifecycle_pass_to_eval_report_on_sqlite_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dagster as dg
 
-    from slm_platform.instance import get_instance
+    from slm_platform.orchestration.instance import get_instance
 
     artifacts = tmp_path / "artifacts"
     monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)

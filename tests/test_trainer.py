@@ -24,7 +24,7 @@ import pytest
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.domain.render import render_messages, render_target
-from slm_platform.training.launchers import LocalTrainer, required_check_specs
+from slm_platform.orchestration.launchers import LocalTrainer, required_check_specs
 from slm_platform.training.data import (
     IGNORE_INDEX, RowTooLong, collate, encode_rows, encode_turn, length_grouped_batches, padding_ratio,
     prompt_ids, random_batches,
@@ -149,7 +149,7 @@ def test_truncation_cuts_prompt_from_the_left_and_skips_overlong_completions(tok
 
 def test_rows_with_their_own_tools_train_on_the_prompt_eval_renders(tokenizer, domain):
     """BFCL rows carry their catalog: the trainer renders it exactly as `slm eval --bfcl` does."""
-    from slm_platform.evals.bfcl import bfcl_contract, bfcl_input, load_bfcl
+    from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl
 
     bfcl = ROOT.parent / "shared" / "external" / "bfcl"
     if not (bfcl / "BFCL_v4_simple_python.json").is_file():

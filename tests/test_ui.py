@@ -29,7 +29,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ui")
     port = free_port()
     env = dict(os.environ, SLM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
-    subprocess.run([sys.executable, "-c", "from slm_platform.instance import prepare_home; prepare_home()"],
+    subprocess.run([sys.executable, "-c", "from slm_platform.orchestration.instance import prepare_home; prepare_home()"],
                    env=env, check=True)
     log = open(home / "webserver.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p",

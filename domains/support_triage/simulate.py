@@ -884,7 +884,7 @@ def simulate(n: int, seed: int = 0, day: str | None = None, drift: float = 0.0, 
 
 
 def as_gold(turn: dict) -> dict:
-    """A simulated turn as a human-reviewed seed row: the label moves to labels.gold."""
+    """A simulated turn as a seed row: the simulator's truth moves to labels.gold (no person reviewed it)."""
     turn["labels"] = {"gold": turn["labels"]["capture"]}
     turn["meta"]["source"] = "seed"
     return turn

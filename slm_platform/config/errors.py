@@ -161,12 +161,14 @@ def _expected_from_message(kind: str, msg: str, ctx: dict[str, Any]) -> str:
 
 
 def from_validation_error(
-    file: Path | str, exc: ValidationError, data: Any, model: type[BaseModel] | None = None
+    file: Path | str, exc: ValidationError, data: Any, model: type[BaseModel] | None = None,
+    removed_keys: dict[str, str] | None = None,
 ) -> ConfigError:
     """Turn pydantic's errors into Problems, reading the offending value from the raw document.
 
     `model` is the root model that was validated; with it, an unknown key's message lists the keys
-    that block accepts.
+    that block accepts. `removed_keys` (field path -> why) explains an unknown key that an earlier
+    version accepted.
     """
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
@@ -195,6 +197,8 @@ def from_validation_error(
                 close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
                 if close:
                     expected += f" (did you mean {close[0]!r}?)"
+            if removed_keys and (why := removed_keys.get(".".join(str(p) for p in loc if not isinstance(p, int)))):
+                found += f", removed because {why}"
         elif kind == "invalid_key":
             found, expected = f"key {describe(loc[-1]) if loc else '?'}", "string keys"
             loc = loc[:-1]

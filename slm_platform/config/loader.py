@@ -8,7 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from slm_platform.config.errors import ConfigError, Problem, describe, from_validation_error
-from slm_platform.config.models import DomainConfig
+from slm_platform.config.models import REMOVED, DomainConfig
 
 CONFIG_FILE = "slm.config.yaml"
 
@@ -43,7 +43,7 @@ def load_config(path: Path | str) -> DomainConfig:
     try:
         config = DomainConfig.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(path, exc, data, DomainConfig) from None
+        raise from_validation_error(path, exc, data, DomainConfig, REMOVED) from None
     folder = path.parent.name
     if config.name != folder:
         raise ConfigError([Problem(str(path), "domain.name", repr(config.name), f"the folder name {folder!r}")])

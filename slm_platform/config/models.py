@@ -3,6 +3,10 @@
 Every model forbids unknown keys so a typo is an error, not a silently ignored knob, and every
 field has a default where a sensible one exists so a minimal config stays short. Paths are kept
 as written (relative to the domain folder); `slm_platform.domain` resolves and checks them.
+
+Every field is read by code outside this package (tests/test_config.py walks the models and checks
+each field against its reader): a key nothing reads is not added, and one whose reader goes away
+is removed and listed in `REMOVED`, so an old config that still sets it gets an error that says so.
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ from slm_platform.config.errors import Invalid, Issue
 NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"  # safe as a Dagster key part, a k8s label and a path segment
 
 
+# Keys that earlier versions accepted but nothing read, by field path (list items have no index):
+# an old config that still sets one is refused, and the error says why. A key that comes back
+# with a reader is taken off this list (a test checks that no listed key is a field).
+REMOVED: dict[str, str] = {
+    "domain.description": "nothing read it (write the description as a YAML comment)",
+    "eval.golden": "nothing read it (`slm eval --turns FILE` evaluates any JSONL of Turns)",
+    "serving.routes": "nothing read it (there is no serving gateway yet)",
+    "serving.fallback": "nothing read it (there is no serving gateway yet)",
+    "serving.shadow": "nothing read it (there is no serving gateway yet)",
+    "serving.latency_budget_ms": "nothing read it (there is no serving gateway yet)",
+    "improvement": "nothing read it (there is no improvement loop yet)",
+}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -25,7 +43,6 @@ class Strict(BaseModel):
 # --- domain -------------------------------------------------------------------------------------
 class DomainBlock(Strict):
     name: str = Field(pattern=NAME_RE)
-    description: str = ""
     owners: list[str] = Field(default_factory=list)
 
     @field_validator("owners")
@@ -99,6 +116,8 @@ class CaptureBlock(Strict):
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     days: int = Field(30, ge=1)  # how many recent capture days a new dataset version reads
     start_date: str = Field("2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")  # first daily partition
+    # a capture day fails its blocking `quarantine_share` check above this share of rejected rows
+    max_quarantine_share: float = Field(0.1, ge=0.0, le=1.0)
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -280,9 +299,12 @@ class ModelBlock(Strict):
 
 # --- eval ---------------------------------------------------------------------------------------
 class MetricTarget(Strict):
+    # Read by the baseline fine-tune decision (slm_platform/evals/decision.py): with no teacher,
+    # fine-tune when a role is below its target. Only the primary metric has targets (a validator
+    # of EvalBlock refuses others, which nothing would read).
     role: str
     name: str
-    target: float | None = None  # the value to reach (rates are 0..1)
+    target: float  # the value to reach (rates are 0..1)
 
 
 class SliceTolerance(Strict):
@@ -292,50 +314,38 @@ class SliceTolerance(Strict):
 
 class EvalBlock(Strict):
     primary_metric: str = "exact_match_rate"
-    metrics: list[MetricTarget] = Field(default_factory=list)
+    metrics: list[MetricTarget] = Field(default_factory=list)  # targets of the primary metric, one per role
     floor: Literal["oracle", "none"] = "oracle"
     ceiling: Literal["teacher", "none"] = "teacher"
     slices: list[SliceTolerance] = Field(default_factory=list)
-    golden: list[str] = Field(default_factory=list)  # extra JSONL files of Turns
     regression_tolerance: float = Field(0.02, ge=0, le=1)
     max_examples: int | None = Field(None, ge=1)  # cap on test turns evaluated (CPU dev loop)
     max_tokens: int = Field(256, ge=1)  # generation cap per eval request: an output cut here counts as invalid
 
+    @model_validator(mode="after")
+    def _targets_are_read(self) -> "EvalBlock":
+        issues = []
+        seen: set[str] = set()
+        for i, m in enumerate(self.metrics):
+            if m.name != self.primary_metric:
+                issues.append(Issue(("metrics", i, "name"), repr(m.name),
+                                    f"the primary metric {self.primary_metric!r} (only its targets are read: "
+                                    "the baseline fine-tune decision)"))
+            elif m.role in seen:
+                issues.append(Issue(("metrics", i, "role"), repr(m.role), "a role without an earlier target"))
+            seen.add(m.role)
+        if issues:
+            raise Invalid(*issues)
+        return self
+
 
 # --- serving ------------------------------------------------------------------------------------
-class ShadowBlock(Strict):
-    sample_rate: float = Field(0.1, ge=0, le=1)
-    timeout_s: float = Field(10.0, gt=0)
-    queue_size: int = Field(1000, ge=1)
-
-
 class ServingBlock(Strict):
+    # How models are asked today: the evals (baseline_eval, eval_report, `slm eval`) run on this
+    # engine with or without guided decoding. There is no serving gateway yet; its keys (routes,
+    # fallback, shadow, latency budget) come with it.
     engine: Literal["vllm", "transformers"] = "vllm"
     guided_decoding: bool = True
-    routes: dict[str, Literal["slm", "teacher", "oracle"]] = Field(default_factory=dict)
-    fallback: list[Literal["slm", "teacher", "oracle"]] = Field(default_factory=lambda: ["slm", "teacher", "oracle"])
-    shadow: ShadowBlock = Field(default_factory=ShadowBlock)
-    latency_budget_ms: int = Field(2000, ge=1)
-
-
-# --- improvement --------------------------------------------------------------------------------
-class Triggers(Strict):
-    drift_threshold: float = Field(0.2, ge=0)  # drift score that asks for a retrain
-    min_new_turns: int = Field(500, ge=0)  # labeled turns since the last version
-    max_age_days: int | None = Field(None, ge=1)
-
-
-class PromotionBlock(Strict):
-    mode: Literal["auto", "manual"] = "manual"
-    min_shadow_match_rate: float = Field(0.9, ge=0, le=1)
-    max_p95_latency_ms: int | None = Field(None, ge=1)
-
-
-class ImprovementBlock(Strict):
-    schedule: str = "0 3 * * *"  # cron for drift reports
-    triggers: Triggers = Field(default_factory=Triggers)
-    promotion: PromotionBlock = Field(default_factory=PromotionBlock)
-    max_retrains_per_week: int = Field(2, ge=0)
 
 
 # --- the file -----------------------------------------------------------------------------------
@@ -347,7 +357,6 @@ class DomainConfig(Strict):
     model: ModelBlock = Field(default_factory=ModelBlock)
     eval: EvalBlock = Field(default_factory=EvalBlock)
     serving: ServingBlock = Field(default_factory=ServingBlock)
-    improvement: ImprovementBlock = Field(default_factory=ImprovementBlock)
 
     @model_validator(mode="after")
     def _cross_references(self) -> "DomainConfig":
@@ -360,9 +369,6 @@ class DomainConfig(Strict):
         for i, m in enumerate(self.eval.metrics):
             if m.role not in role_ids:
                 issues.append(Issue(("eval", "metrics", i, "role"), repr(m.role), expected))
-        for role in self.serving.routes:
-            if role not in role_ids:
-                issues.append(Issue(("serving", "routes", role), f"a route for unknown role {role!r}", expected))
         if issues:
             raise Invalid(*issues)
         return self

@@ -17,20 +17,13 @@ from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore, sha256_file
 from slm_platform.data.card import render_card
 from slm_platform.data.checks import run_dataset_checks
-from slm_platform.data.pipeline import DatasetBuilder, SourceSpec
+from slm_platform.data.pipeline import DatasetBuilder, SourceSpec, quarantine_row
 from slm_platform.data.redaction import Redactor
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.domain import Domain
+from slm_platform.layout import capture_dir, capture_root, dataset_dir
 from slm_platform.records import stable_hash
 from slm_platform.teachers.base import Teacher
-
-
-def capture_dir(domain: str, day: str) -> str:
-    return f"{domain}/capture/date={day}"
-
-
-def dataset_dir(domain: str, version: str) -> str:
-    return f"{domain}/datasets/{version}"
 
 
 @dataclass
@@ -51,11 +44,17 @@ class DatasetResult:
 
 def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Path | None = None,
                    log: Callable[[str], None] | None = None) -> CaptureResult:
-    """Redact one day of raw captured traffic from the inbox into `capture/date=<day>/turns.jsonl`."""
+    """Redact one day of raw captured traffic from the inbox into `capture/date=<day>/turns.jsonl`.
+
+    The inbox is outside input: every row is checked as a `records.Turn` of this domain (one of its
+    roles, a sane id, typed fields) by `read_source`; a bad row goes to `quarantine.jsonl` with a
+    reason that quotes no value and the row redacted; a good one is redacted in every field.
+    """
     cfg = domain.config.data.capture
     folder = (inbox or settings.inbox_dir(domain.name, cfg.inbox)) / f"date={day}"
     redactor = Redactor(domain.config.data.redaction)
     stats: Counter = Counter()
+    kinds: Counter = Counter()
     hits: Counter = Counter()
     threshold = int(cfg.sample_rate * 0xFFFFFFFF)
     # re-ingesting a day replaces it atomically (late traffic); dataset versions keep the old hash
@@ -66,14 +65,14 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
             if folder.exists():
                 (log or (lambda m: None))(f"ingesting {folder}")
                 for item in read_source(folder, cfg.format, domain=domain.name, source="capture",
-                                         role=domain.default_role):
+                                         role=domain.default_role, roles=domain.roles):
                     stats["rows_in"] += 1
                     if isinstance(item, Rejected):
-                        raw, h = redactor.redact_text(item.raw)
+                        record, h = quarantine_row(item, redactor)
                         hits.update(h)
-                        quarantine.write(json.dumps({"kind": "parse_error", "reason": item.reason,
-                                                     "location": item.location, "raw": raw}) + "\n")
+                        quarantine.write(json.dumps(record, ensure_ascii=False) + "\n")
                         stats["quarantined"] += 1
+                        kinds[record["kind"]] += 1
                         continue
                     if int(stable_hash(item["id"], 8), 16) > threshold:
                         stats["not_sampled"] += 1
@@ -84,7 +83,8 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                     turns.write(json.dumps(turn, ensure_ascii=False) + "\n")
                     stats["kept"] += 1
         summary = {"rows_in": stats["rows_in"], "kept": stats["kept"], "quarantined": stats["quarantined"],
-                   "not_sampled": stats["not_sampled"], "redaction": dict(hits), "inbox_found": folder.exists()}
+                   "not_sampled": stats["not_sampled"], "quarantine": dict(kinds), "redaction": dict(hits),
+                   "inbox_found": folder.exists()}
         (staging / "stats.json").write_text(json.dumps(summary, indent=2))
     manifest = store.read_manifest(capture_dir(domain.name, day))
     return CaptureResult(store.uri(capture_dir(domain.name, day)), manifest.hash, summary)
@@ -99,10 +99,10 @@ def dataset_sources(domain: Domain, store: ArtifactStore, days: list[str] | None
         specs.append(SourceSpec(src.name, path, src.format, src.role or domain.default_role, answers))
         for f in ([path] if path.is_file() else sorted(path.glob("*.json*"))) + ([answers] if answers else []):
             parents.append({"uri": str(f), "sha256": sha256_file(f)})
-    published = store.list(f"{domain.name}/capture")
+    published = store.list(capture_root(domain.name))
     wanted = [d for d in published if days is None or d.removeprefix("date=") in days]
     for day_dir in wanted[-domain.config.data.capture.days:]:
-        rel = f"{domain.name}/capture/{day_dir}"
+        rel = capture_dir(domain.name, day_dir.removeprefix("date="))
         local = store.open_verified(rel)
         specs.append(SourceSpec(f"capture_{day_dir.removeprefix('date=')}".replace("-", "_"), local / "turns.jsonl",
                                 "jsonl", domain.default_role, redacted=True))

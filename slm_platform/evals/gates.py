@@ -7,11 +7,12 @@ chosen base model zero-shot from the baseline of the same dataset version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from pydantic import BaseModel, ConfigDict
 
 from slm_platform.config.models import EvalBlock
+from slm_platform.domain import Domain
 from slm_platform.evals.metrics import compare, slice_regressions
+from slm_platform.evals.runner import EntryReport
 
 GATES = {
     "beats_floor": "The candidate beats the deterministic floor (oracle) on the primary metric.",
@@ -22,8 +23,10 @@ GATES = {
 }
 
 
-@dataclass(frozen=True)
-class GateResult:
+class GateResult(BaseModel):
+    """One gate's verdict, written into the candidate's report.json and read back through this type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     passed: bool
     detail: str
@@ -31,36 +34,50 @@ class GateResult:
     reference: float | None = None
 
 
-def evaluate_gates(cfg: EvalBlock, candidate: dict[str, Any], *, floor: dict[str, Any] | None,
-                   reference: dict[str, Any] | None, reference_name: str) -> dict[str, GateResult]:
+def has_floor(domain: Domain) -> bool:
+    """The floor exists when the config asks for the oracle and every role has one."""
+    return domain.config.eval.floor == "oracle" and all(r.oracle for r in domain.roles.values())
+
+
+def gate_names(domain: Domain) -> list[str]:
+    """The gates a domain's candidates face (`beats_floor` only where a floor exists)."""
+    return [g for g in GATES if g != "beats_floor" or has_floor(domain)]
+
+
+def evaluate_gates(cfg: EvalBlock, candidate: EntryReport, *, floor: EntryReport | None,
+                   reference: EntryReport | None, reference_name: str) -> dict[str, GateResult]:
     primary = cfg.primary_metric
-    value = candidate["metrics"].get(primary)
+    value = candidate.metric(primary)
     out: dict[str, GateResult] = {}
     if floor is not None:
-        f = floor["metrics"].get(primary)
+        f = floor.metric(primary)
         passed = value is not None and f is not None and value > f
-        out["beats_floor"] = GateResult("beats_floor", passed,
-                                        f"{primary} {_pct(value)} vs floor {_pct(f)}", value, f)
-    schema = candidate["metrics"].get("schema_valid_rate")
-    out["schema_valid"] = GateResult("schema_valid", schema == 1.0, f"schema_valid_rate {_pct(schema)} (needs 100%)",
-                                     schema, 1.0)
+        out["beats_floor"] = GateResult(name="beats_floor", passed=passed,
+                                        detail=f"{primary} {_pct(value)} vs floor {_pct(f)}", value=value, reference=f)
+    schema = candidate.metric("schema_valid_rate")
+    out["schema_valid"] = GateResult(name="schema_valid", passed=schema == 1.0,
+                                     detail=f"schema_valid_rate {_pct(schema)} (needs 100%)", value=schema,
+                                     reference=1.0)
     if reference is None:
-        out["no_regression"] = GateResult("no_regression", False, f"no reference eval ({reference_name}) to compare")
-        out["no_slice_regression"] = GateResult("no_slice_regression", False, "no reference eval to compare")
+        out["no_regression"] = GateResult(name="no_regression", passed=False,
+                                          detail=f"no reference eval ({reference_name}) to compare")
+        out["no_slice_regression"] = GateResult(name="no_slice_regression", passed=False,
+                                                detail="no reference eval to compare")
         return out
-    passed, delta = compare(candidate, reference, primary, cfg.regression_tolerance)
-    ref = reference["metrics"].get(primary)
+    cand, ref_report = candidate.model_dump(), reference.model_dump()
+    passed, delta = compare(cand, ref_report, primary, cfg.regression_tolerance)
+    ref = reference.metric(primary)
     out["no_regression"] = GateResult(
-        "no_regression", passed,
-        f"{primary} {_pct(value)} vs {reference_name} {_pct(ref)} (delta {delta:+.3f}, tolerance "
-        f"{cfg.regression_tolerance:.3f})", value, ref)
+        name="no_regression", passed=passed,
+        detail=f"{primary} {_pct(value)} vs {reference_name} {_pct(ref)} (delta {delta:+.3f}, tolerance "
+               f"{cfg.regression_tolerance:.3f})", value=value, reference=ref)
     regressions = []
     for s in cfg.slices:
-        regressions += slice_regressions(candidate, reference, primary, {s.key: s.tolerance}, min_n=10)
+        regressions += slice_regressions(cand, ref_report, primary, {s.key: s.tolerance}, min_n=10)
     detail = "; ".join(f"{r['key']}={r['slice']}: {_pct(r['candidate'])} vs {_pct(r['reference'])} (n={r['n']})"
                        for r in regressions[:5]) or \
         f"no slice of {[s.key for s in cfg.slices] or 'none configured'} regresses vs {reference_name}"
-    out["no_slice_regression"] = GateResult("no_slice_regression", not regressions, detail)
+    out["no_slice_regression"] = GateResult(name="no_slice_regression", passed=not regressions, detail=detail)
     return out
 
 

@@ -11,19 +11,47 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from slm_platform.domain.contract import RoleContract
 from slm_platform.evals.metrics import aggregate, score_example
 from slm_platform.evals.predictors import Predictor
 
 
+class EntryReport(BaseModel):
+    """One entry's scores on a set of turns (`metrics.aggregate`, plus `by_role` when several roles).
+
+    The shape eval reports store per entry and gates, decisions and summaries read back.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    n: int
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    support: dict[str, int] = Field(default_factory=dict)
+    by_slice: dict[str, dict[str, Any]] = Field(default_factory=dict)  # key -> value -> {n, metrics}
+    by_role: dict[str, "EntryReport"] | None = None
+    latency_ms: dict[str, float | None] | None = None
+    errors: int = 0
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics.get(name)
+
+    def role_metric(self, role: str, name: str) -> float | None:
+        """A role's value; a one-role report is that role's report."""
+        if self.by_role is None:
+            return self.metric(name)
+        sub = self.by_role.get(role)
+        return sub.metric(name) if sub is not None else None
+
+
 @dataclass
 class EvalResult:
     name: str
-    report: dict[str, Any]  # aggregate over all turns, plus "by_role"
+    report: EntryReport  # aggregate over all turns, plus by_role
     rows: list[dict[str, Any]]  # one per turn: id, role, prediction, gold, scores, latency
 
     def metric(self, name: str) -> float | None:
-        return self.report["metrics"].get(name)
+        return self.report.metric(name)
 
 
 def evaluate(turns: list[dict[str, Any]], contract_for: Callable[[dict[str, Any]], RoleContract],
@@ -69,6 +97,5 @@ def evaluate(turns: list[dict[str, Any]], contract_for: Callable[[dict[str, Any]
     if len(by_role) > 1:
         report["by_role"] = {role: aggregate(exs, slice_keys=slice_keys or [], pricing=pricing)
                              for role, exs in sorted(by_role.items())}
-    errors = sum(1 for r in done if r["error"])
-    report["errors"] = errors
-    return EvalResult(predictor.name, report, done)
+    report["errors"] = sum(1 for r in done if r["error"])
+    return EvalResult(predictor.name, EntryReport.model_validate(report), done)

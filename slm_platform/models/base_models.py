@@ -47,14 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from slm_platform.layout import base_model_dir
 from slm_platform.artifacts import ArtifactExistsError, ArtifactIntegrityError, ArtifactStore, sha256_file
 
 __all__ = [
     "BaseModel", "BaseModelError", "candidate_key", "resolve_base_model",
-    "assemble_gguf_parts", "locate_split_gguf", "validate_hf_folder", "WEIGHTS_FILE", "BASE_MODELS_DIR",
+    "assemble_gguf_parts", "locate_split_gguf", "validate_hf_folder", "WEIGHTS_FILE",
 ]
 
-BASE_MODELS_DIR = "base_models"
 WEIGHTS_FILE = "model.safetensors"
 KIND = "base_model"
 PRODUCER = "slm_platform.models.base_models"
@@ -364,7 +364,7 @@ def resolve_base_model(candidate: str, store: ArtifactStore, *, log: Log = print
     key = candidate_key(candidate)
     if scheme == "path":
         return _resolve_path(candidate, key, _abs(rest), log)
-    rel = f"{BASE_MODELS_DIR}/{key}"
+    rel = base_model_dir(key)
     if store.exists(rel):
         return _from_store(candidate, key, store, rel, log)
     try:

@@ -1,22 +1,30 @@
 """The release pointer of a domain: which candidate version serves, read from the artifact store.
 
-`<domain>/releases/current/release.json` holds {version, adapter, base_candidate, eval_report,
-released_at}. Promotion and rollback publish a new pointer (the `release` asset's history is the
-audit log); everything that needs "the incumbent" reads it through `current_release`.
+`<domain>/releases/current/release.json` holds a `Release`. Promotion and rollback publish a new
+pointer (the `release` asset's history is the audit log); everything that needs "the incumbent"
+reads it through `current_release`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, ConfigDict
 
 from slm_platform.artifacts import ArtifactStore
+from slm_platform.layout import release_dir
+
+RELEASE_FILE = "release.json"
 
 
-def release_dir(domain: str) -> str:
-    return f"{domain}/releases/current"
+class Release(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: str  # the candidate version that serves, e.g. v0003
+    adapter: str  # its adapter artifact, e.g. <domain>/adapters/v0003
+    base_candidate: str  # the base model the adapter was trained on
+    eval_report: str  # the candidate eval report that passed the gates
+    released_at: str  # ISO-8601 UTC
 
 
-def current_release(store: ArtifactStore, domain: str) -> dict[str, Any] | None:
+def current_release(store: ArtifactStore, domain: str) -> Release | None:
     if not store.exists(release_dir(domain)):
         return None
-    return store.read_json(release_dir(domain), "release.json")
+    return Release.model_validate(store.read_json(release_dir(domain), RELEASE_FILE))

@@ -1,7 +1,7 @@
 """The teacher interface: a stronger model that labels turns (the ceiling the SLM is measured against).
 
 The dataset stage only needs `label()`. Concrete teachers (openai_compatible, vertex_gemini) live
-beside this module; `teacher_from_config` returns None when the domain configures no teacher, which
+beside this module; `teachers.registry.teacher_from_config` returns None when the domain configures no teacher, which
 is the embedded default and a fully supported path (labels then come from gold, capture, oracle).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from slm_platform.config.models import TeacherBlock
 from slm_platform.domain.contract import RoleContract
 
 
@@ -28,11 +27,3 @@ class Teacher(Protocol):
     def label(self, contract: RoleContract, inputs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """One output per input (None where the teacher gave no usable answer)."""
         ...
-
-
-def teacher_from_config(cfg: TeacherBlock) -> Teacher | None:
-    if cfg.provider == "none":
-        return None
-    from slm_platform.teachers import registry  # concrete clients import heavy SDKs; load lazily
-
-    return registry.build(cfg)

@@ -1,6 +1,6 @@
-"""provider name -> teacher class. `teacher_from_config` (base.py) calls `build` for any provider but
-"none"; each provider module is imported only when its provider is configured (the Vertex one needs
-an optional SDK)."""
+"""provider name -> teacher class. `teacher_from_config` calls `build` for any provider but "none";
+each provider module is imported only when its provider is configured (the Vertex one needs an
+optional SDK)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def build(cfg: TeacherBlock, **options: Any) -> Teacher:
 
         return VertexGeminiTeacher(cfg, **options)
     raise TeacherError(f"no teacher client for provider {cfg.provider!r} (known: openai_compatible, vertex_gemini)")
+
+
+def teacher_from_config(cfg: TeacherBlock) -> Teacher | None:
+    """The configured teacher, or None when the domain has none (the embedded default)."""
+    if cfg.provider == "none":
+        return None
+    return build(cfg)

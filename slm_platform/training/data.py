@@ -118,7 +118,7 @@ def encode_rows(rows: Iterable[dict[str, Any]], tokenizer: Any, domain: Any, max
             continue
         inputs = None
         if (row.get("input") or {}).get("tools"):  # the row brings its own catalog (BFCL, chat logs with tools)
-            from slm_platform.evals.bfcl import bfcl_contract, bfcl_input
+            from slm_platform.data.bfcl import bfcl_contract, bfcl_input
 
             contract, inputs = bfcl_contract(row), bfcl_input(row)
         elif domain is None:

@@ -50,6 +50,8 @@ from pydantic import ValidationError
 
 from slm_platform import settings
 from slm_platform.config.models import Recipe
+from slm_platform.layout import adapter_dir, base_model_dir, dataset_dir
+from slm_platform.models import candidate_key
 
 
 class JobError(ValueError):
@@ -254,6 +256,22 @@ def resolve_job(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = N
                     version=str(version) if version else None, checkpoint_dir=Path(ckpt) if ckpt else None,
                     resume=bool(pick(args.resume, "resume")), overwrite=bool(pick(args.overwrite, "overwrite")),
                     asset_key=_asset_key_str(ex.get("asset_key")), report_checks=bool(ex.get("report_checks", True)))
+
+
+def trainer_extras(domain: str, version: str, *, base_candidate: str, recipe: Recipe,
+                   artifacts_root: str) -> dict[str, Any]:
+    """The Pipes extras that train `adapter[version]`: names and artifact paths, never a local folder
+    of the code location, so a pod finds the domain by name in its own image (`$SLM_DOMAINS`)."""
+    return {
+        "domain": domain,
+        "artifacts_root": artifacts_root,
+        "dataset": dataset_dir(domain, version),
+        "base_model": base_model_dir(candidate_key(base_candidate)),
+        "base_candidate": base_candidate,
+        "recipe": recipe.model_dump(),
+        "output": adapter_dir(domain, version),
+        "version": version,
+    }
 
 
 def _asset_key_str(key: Any) -> str | None:

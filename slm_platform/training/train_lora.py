@@ -41,7 +41,7 @@ KIND = "adapter"
 EXIT_STOPPED = 75  # exit status of a `stop_after` debug stop (a simulated kill)
 QLORA_UNAVAILABLE = ("recipe.method qlora needs a CUDA device and bitsandbytes; this machine has neither: "
                      "use method: lora")
-# check names the training asset declares (slm_platform.training.launchers.REQUIRED_CHECKS; not imported:
+# check names the training asset declares (slm_platform.orchestration.launchers.REQUIRED_CHECKS; not imported:
 # the trainer image needs dagster_pipes, not dagster)
 TRAINING_COMPLETED = "training_completed"
 ADAPTER_PUBLISHED = "adapter_published"
@@ -477,7 +477,7 @@ class LoRATrainer:
         key = {"asset_key": self.job.asset_key} if self.job.asset_key else {}
         self.pipes.report_asset_materialization(metadata=metadata, data_version=self.manifest.hash, **key)
         if self.job.report_checks:
-            # the blocking checks the launchers declare (slm_platform.training.launchers.REQUIRED_CHECKS)
+            # the blocking checks the launchers declare (slm_platform.orchestration.launchers.REQUIRED_CHECKS)
             completed = self.step == self.total_steps and math.isfinite(m["final_train_loss"])
             self.pipes.report_asset_check(TRAINING_COMPLETED, passed=completed, metadata={
                 "steps": m["steps"], "total_steps": m["total_steps"], "final_train_loss": m["final_train_loss"],

@@ -31,6 +31,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -43,7 +44,7 @@ from pydantic import Field
 
 from slm_platform import settings
 from slm_platform.config.models import Toleration, TrainerBlock
-from slm_platform.training.pod import DEFAULT_SHM_SIZE, build_trainer_pod_meta, build_trainer_pod_spec
+from slm_platform.orchestration.pod import DEFAULT_SHM_SIZE, build_trainer_pod_meta, build_trainer_pod_spec
 
 DEFAULT_ENTRYPOINT = "slm_platform.training.train_lora"
 
@@ -411,9 +412,13 @@ def trainer_for(
     env: str | None = None,
     *,
     domain: str | None = None,
+    domains_dir: Path | None = None,
     backend: str | None = None,
 ) -> TrainerLauncher:
     """The launcher for a domain's trainer block in environment `env` (`SLM_ENV`).
+
+    The child finds the domain by name: a local child under `domains_dir` (the folder the code
+    location loaded it from), a pod under the `SLM_DOMAINS` its image sets.
 
     An explicit choice (`backend=` here, else `SLM_TRAINER_BACKEND`) wins. Otherwise Kubernetes
     only in `prod` and only for a domain that asks for it (`backend: k8s`): the embedded default
@@ -425,7 +430,7 @@ def trainer_for(
         raise ValueError(f"trainer backend must be 'local' or 'k8s', found {chosen!r}")
     explicit = backend is not None or TRAINER_BACKEND_ENV in os.environ
     if chosen == "local" or (cfg.backend != "k8s" and not explicit):
-        return LocalTrainer()
+        return LocalTrainer(env={"SLM_DOMAINS": str(domains_dir)} if domains_dir is not None else {})
     image = cfg.image or os.environ.get(TRAINER_IMAGE_ENV)
     if not image:
         raise ValueError(

@@ -11,9 +11,9 @@ import warnings
 
 import dagster as dg
 
-from slm_platform.assets.data_assets import build_data_assets
-from slm_platform.assets.model_assets import build_model_assets
-from slm_platform.assets.training_assets import build_training_assets
+from slm_platform.orchestration.data_assets import build_data_assets
+from slm_platform.orchestration.model_assets import build_model_assets
+from slm_platform.orchestration.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
 
@@ -28,7 +28,7 @@ def versions_partitions(domain: str) -> dg.DynamicPartitionsDefinition:
 
 
 def days_partitions(domain: Domain) -> dg.DailyPartitionsDefinition:
-    # end_offset=1 so that today's traffic is a partition the gateway can already write into
+    # end_offset=1 so that today's traffic is already a partition (capture writes into the current day)
     return dg.DailyPartitionsDefinition(start_date=domain.config.data.capture.start_date, end_offset=1)
 
 

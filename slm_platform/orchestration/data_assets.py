@@ -5,20 +5,14 @@ from typing import Any
 
 import dagster as dg
 
-from slm_platform.data.stages import build_dataset, ingest_capture
+from slm_platform.data.checks import CAPTURE_CHECKS, DATASET_CHECKS, run_capture_checks
+from slm_platform.data.stages import DatasetResult, build_dataset, ingest_capture
 from slm_platform.domain import Domain
-from slm_platform.resources import ArtifactStoreResource
-from slm_platform.teachers.base import teacher_from_config
+from slm_platform.layout import capture_dir
+from slm_platform.orchestration.resources import ArtifactStoreResource
+from slm_platform.teachers import teacher_from_config
 
-DATASET_CHECKS = {
-    "no_split_leakage": "No id and no duplicate group appears in two splits.",
-    "labels_valid": "Every label in train/val/test validates against its role's schema or tool catalog.",
-    "min_rows": "Each split has at least data.min_rows rows.",
-    "rows_conserved": "rows in = train + val + test + duplicates removed + quarantined.",
-}
-
-
-def dataset_metadata(result: Any) -> dict[str, Any]:
+def dataset_metadata(result: DatasetResult) -> dict[str, Any]:
     """Key numbers as typed metadata (plotted over versions in the UI) plus the card."""
     s = result.stats
     md: dict[str, Any] = {
@@ -39,18 +33,31 @@ def dataset_metadata(result: Any) -> dict[str, Any]:
     return md
 
 
+def check_results(checks: dict[str, dict[str, Any]]) -> list[dg.AssetCheckResult]:
+    return [dg.AssetCheckResult(check_name=name, passed=bool(c["passed"]),
+                                metadata={"detail": dg.MetadataValue.text(str(c["detail"]))})
+            for name, c in checks.items()]
+
+
 def build_data_assets(domain: Domain, *, versions: dg.PartitionsDefinition, days: dg.PartitionsDefinition,
                       common: dict[str, Any]):
     name = domain.name
     capture_key = dg.AssetKey([name, "captured_traffic"])
     dataset_key = dg.AssetKey([name, "dataset"])
 
-    @dg.asset(key=capture_key, partitions_def=days, kinds={"jsonl"}, **common,
+    capture_checks = [dg.AssetCheckSpec(check, asset=capture_key, blocking=True, partitions_def=days, description=text)
+                      for check, text in CAPTURE_CHECKS.items()]
+
+    @dg.asset(key=capture_key, partitions_def=days, kinds={"jsonl"}, check_specs=capture_checks, **common,
               description=f"One day of {name} traffic, parsed from the inbox and redacted before it is stored.")
     def captured_traffic(context: dg.AssetExecutionContext, artifacts: ArtifactStoreResource) -> dg.MaterializeResult:
-        result = ingest_capture(domain, context.partition_key, artifacts.store(), log=context.log.info)
+        store = artifacts.store()
+        result = ingest_capture(domain, context.partition_key, store, log=context.log.info)
+        checks = run_capture_checks(store.open_verified(capture_dir(name, context.partition_key)), result.stats,
+                                    domain.config.data.capture.max_quarantine_share)
         s = result.stats
         return dg.MaterializeResult(
+            check_results=check_results(checks),
             metadata={
                 "dagster/uri": dg.MetadataValue.path(result.uri),
                 "rows_in": dg.MetadataValue.int(s["rows_in"]),
@@ -74,12 +81,7 @@ def build_data_assets(domain: Domain, *, versions: dg.PartitionsDefinition, days
         teacher = teacher_from_config(domain.config.teacher)
         result = build_dataset(domain, artifacts.store(), context.partition_key, teacher=teacher,
                                log=context.log.info, progress=False)
-        checks = [
-            dg.AssetCheckResult(check_name=check, passed=bool(result.checks[check]["passed"]),
-                                metadata={"detail": dg.MetadataValue.text(str(result.checks[check]["detail"]))})
-            for check in DATASET_CHECKS
-        ]
-        return dg.MaterializeResult(metadata=dataset_metadata(result), check_results=checks,
+        return dg.MaterializeResult(metadata=dataset_metadata(result), check_results=check_results(result.checks),
                                     data_version=dg.DataVersion(result.manifest_hash))
 
     jobs = [

@@ -17,10 +17,13 @@ from typing import Any
 import dagster as dg
 
 from slm_platform import settings
-from slm_platform.assets.factory import build_domain_defs, versions_partitions
-from slm_platform.assets.model_assets import candidates_partitions
+from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
-from slm_platform.resources import resources_for
+from slm_platform.evals.report import EvalReport
+from slm_platform.layout import baseline_eval_dir, candidate_eval_dir
+from slm_platform.orchestration.factory import build_domain_defs, versions_partitions
+from slm_platform.orchestration.model_assets import candidates_partitions
+from slm_platform.orchestration.resources import resources_for
 
 # the version-partitioned stages, in graph order; `slm run --until <stage>` stops after one
 VERSION_STAGES = ("dataset", "baseline_eval", "adapter", "eval_report")
@@ -36,6 +39,8 @@ class PassResult:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> metadata values
     checks: dict[str, bool] = field(default_factory=dict)  # "stage.check" -> passed
     stages: list[str] = field(default_factory=list)
+    baseline: EvalReport | None = None  # the published reports, read back typed (None: not reached)
+    candidate: EvalReport | None = None
 
     @property
     def card(self) -> str:
@@ -90,7 +95,8 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
                               raise_on_error=False, run_config=QUIET)
 
     log(f"[{domain.name}] capture day {day}")
-    ok = materialize(["captured_traffic"], day).success
+    capture = materialize(["captured_traffic"], day)
+    ok = capture.success
     stages = list(VERSION_STAGES[: VERSION_STAGES.index(until) + 1])
     if "baseline_eval" in stages:
         for key in candidates_partitions(domain).get_partition_keys():
@@ -101,8 +107,16 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     log(f"[{domain.name}] candidate version {version}: {' -> '.join(stages)}")
     result = materialize(stages, version)
     out = PassResult(domain.name, version, ok and result.success, stages=stages)
-    for event in result.get_asset_materialization_events():
-        out.metadata[event.asset_key.path[-1]] = _values(event.materialization.metadata)
-    for evaluation in result.get_asset_check_evaluations():
-        out.checks[f"{evaluation.asset_key.path[-1]}.{evaluation.check_name}"] = evaluation.passed
+    for run in (capture, result):
+        for event in run.get_asset_materialization_events():
+            out.metadata[event.asset_key.path[-1]] = _values(event.materialization.metadata)
+        for evaluation in run.get_asset_check_evaluations():
+            out.checks[f"{evaluation.asset_key.path[-1]}.{evaluation.check_name}"] = evaluation.passed
+    store: ArtifactStore = resources["artifacts"].store()
+    out.baseline = _published_report(store, baseline_eval_dir(domain.name, version))
+    out.candidate = _published_report(store, candidate_eval_dir(domain.name, version))
     return out
+
+
+def _published_report(store: ArtifactStore, rel: str) -> EvalReport | None:
+    return EvalReport.read(store.open_verified(rel)) if store.exists(rel) else None

@@ -1,0 +1,59 @@
+"""Every artifact path, in one place: where each stage writes and the next one reads.
+
+Paths are relative to the artifact store's root (a folder locally, gs://bucket/prefix in
+production). Per domain (ARCHITECTURE.md §4):
+
+    <domain>/capture/date=YYYY-MM-DD/     one redacted capture day
+    <domain>/datasets/<v>/                a dataset version (splits, quarantine, card)
+    base_models/<candidate key>/          a converted base model, shared by every domain
+    <domain>/adapters/<v>/                a LoRA adapter trained on datasets/<v>
+    <domain>/evals/<v>/<name>/            an eval report of version <v> (baseline, candidate)
+    <domain>/releases/current/            the release pointer
+"""
+
+from __future__ import annotations
+
+BASE_MODELS = "base_models"
+BASELINE_EVAL = "baseline"
+CANDIDATE_EVAL = "candidate"
+
+
+def capture_root(domain: str) -> str:
+    return f"{domain}/capture"
+
+
+def capture_dir(domain: str, day: str) -> str:
+    return f"{capture_root(domain)}/date={day}"
+
+
+def datasets_root(domain: str) -> str:
+    return f"{domain}/datasets"
+
+
+def dataset_dir(domain: str, version: str) -> str:
+    return f"{datasets_root(domain)}/{version}"
+
+
+def base_model_dir(key: str) -> str:
+    """`key` is a candidate key (`models.candidate_key`): one folder per base model for every domain."""
+    return f"{BASE_MODELS}/{key}"
+
+
+def adapter_dir(domain: str, version: str) -> str:
+    return f"{domain}/adapters/{version}"
+
+
+def eval_dir(domain: str, version: str, name: str) -> str:
+    return f"{domain}/evals/{version}/{name}"
+
+
+def baseline_eval_dir(domain: str, version: str) -> str:
+    return eval_dir(domain, version, BASELINE_EVAL)
+
+
+def candidate_eval_dir(domain: str, version: str) -> str:
+    return eval_dir(domain, version, CANDIDATE_EVAL)
+
+
+def release_dir(domain: str) -> str:
+    return f"{domain}/releases/current"
