@@ -89,6 +89,7 @@ def main() -> None:
     from slm_platform.artifacts import ArtifactStore, sha256_file
     from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl
     from slm_platform.evals.session import EvalSession
+    from slm_platform.models.spec import ModelSpec
     from slm_platform.records import stable_hash
 
     folder = Path(args.bfcl_dir)
@@ -123,17 +124,17 @@ def main() -> None:
     if args.skip_eval:
         return
 
-    specs = [f"base:{args.base}", f"adapter:{adapter}"]
+    specs = [ModelSpec.base(args.base), ModelSpec.adapter(adapter)]
     session = EvalSession(f"BFCL eval split ({len(test)} questions never trained on)", test, bfcl_contract,
                           bfcl_input, specs, store=store, engine="vllm", guided=True, base=args.base,
                           primary="bfcl_ast_rate", slice_keys=["category"])
     results = session.run(progress=True)
     print(f"{'model':<40}{'AST':>8}{'valid call':>12}{'name':>8}   AST by category")
     for spec, res in results.items():
-        m = res.report["metrics"]
+        m = res.report.metrics
         by_cat = {k: round(v["metrics"].get("bfcl_ast_rate") or 0.0, 3)
-                  for k, v in (res.report.get("by_slice", {}).get("category") or {}).items()}
-        print(f"{spec:<40}{m.get('bfcl_ast_rate', 0):>8.3f}{m.get('valid_call_rate', 0):>12.3f}"
+                  for k, v in (res.report.by_slice.get("category") or {}).items()}
+        print(f"{str(spec):<40}{m.get('bfcl_ast_rate', 0):>8.3f}{m.get('valid_call_rate', 0):>12.3f}"
               f"{m.get('name_match_rate', 0):>8.3f}   {by_cat}")
     if args.out:
         session.write(Path(args.out), results)

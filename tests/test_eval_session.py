@@ -9,6 +9,7 @@ from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.evals import session as session_module
 from slm_platform.evals.session import EvalSession
+from slm_platform.models.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +27,10 @@ def test_domain_eval_settings_reach_the_predictor(tmp_path, monkeypatch):
             yield predictor
 
     monkeypatch.setattr(session_module, "open_predictor", spy)
-    session = EvalSession("travel sample", turns, lambda t: domain.role(t["role"]), None, ["oracle"], domain=domain,
+    session = EvalSession("travel sample", turns, lambda t: domain.role(t["role"]), None, [ModelSpec.oracle()], domain=domain,
                           store=ArtifactStore(tmp_path), **EvalSession._domain_defaults(domain))
     results = session.run()
     (spec, kw), = opened
-    assert spec == "oracle" and kw["max_tokens"] == domain.config.eval.max_tokens == 384
+    assert spec == ModelSpec.oracle() and kw["max_tokens"] == domain.config.eval.max_tokens == 384
     assert kw["max_model_len"] >= domain.config.model.recipe.max_seq_len + kw["max_tokens"]  # prompt + answer fit
-    assert len(results["oracle"].rows) == len(turns)
+    assert len(results[ModelSpec.oracle()].rows) == len(turns)

@@ -24,8 +24,10 @@ import pytest
 from conftest import seed_base_model  # tests/conftest.py
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
-from slm_platform.orchestration.lifecycle import run_pass
+from slm_platform.evals.report import EvalReport
 from slm_platform.models import candidate_key
+from slm_platform.models.spec import ModelSpec
+from slm_platform.orchestration.lifecycle import run_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,11 +88,12 @@ def test_lifecycle_pass_to_eval_report_on_sqlite_instance(tmp_path: Path, monkey
     folder = store.open_verified(rel)  # every hash checks out
     assert {"report.json", "report.md", "chart.png"} <= {p.name for p in folder.iterdir()}
     manifest = store.read_manifest(rel)
-    decision = manifest.extra["decision"]
-    assert decision["fine_tune"] is True and decision["chosen_base"] == candidate
-    assert decision["floor"] is not None and decision["floor"] > base_value  # the oracle beats zero-shot
-    report = json.loads((folder / "report.json").read_text())
-    assert "oracle" in json.dumps(report) and f"base:{candidate}" in json.dumps(report)
+    report = EvalReport.read(folder)  # the typed report the adapter stage reads its decision from
+    decision = report.decision
+    assert decision is not None and result.baseline == report
+    assert decision.fine_tune is True and decision.chosen_base == candidate
+    assert decision.floor is not None and decision.floor > base_value  # the oracle beats zero-shot
+    assert report.entry(ModelSpec.oracle()) is not None and report.entry(ModelSpec.base(candidate)) is not None
     parents = [p["uri"].rstrip("/") for p in manifest.parents]  # lineage: the dataset and the base model
     assert any(u.endswith("support_triage/datasets/v0001") for u in parents), parents
     assert any(u.endswith(f"base_models/{candidate_key(candidate)}") for u in parents), parents
@@ -110,8 +113,11 @@ def test_lifecycle_pass_to_eval_report_on_sqlite_instance(tmp_path: Path, monkey
     assert result.checks["eval_report.schema_valid"] is True  # guided decoding: every output is schema-valid
     assert result.checks["eval_report.beats_floor"] is False
     assert not result.success  # a failed blocking check fails the run
-    eval_report = json.loads((store.open_verified("support_triage/evals/v0001/candidate") / "report.json").read_text())
-    assert eval_report["gates"]["beats_floor"]["passed"] is False
-    assert "floor" in eval_report["gates"]["beats_floor"]["detail"]
+    eval_report = EvalReport.read(store.open_verified("support_triage/evals/v0001/candidate"))
+    assert eval_report == result.candidate and eval_report.gates is not None
+    assert eval_report.gates["beats_floor"].passed is False
+    assert "floor" in eval_report.gates["beats_floor"].detail
+    assert eval_report.subject == "adapter:support_triage/adapters/v0001"
+    assert eval_md["exact_match_rate"] == eval_report.subject_metric("exact_match_rate")
     status = {name: [(r.partition, r.status.value) for r in records] for name, records in gate_records.items()}
     assert status == {"beats_floor": [("v0001", "FAILED")], "schema_valid": [("v0001", "SUCCEEDED")]}, status
