@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,31 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(store, base_model):
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)  # steps 3-4 continue exactly
     assert resumed["final_train_loss"] == pytest.approx(whole["final_train_loss"], rel=1e-6)
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
+
+
+def test_the_adapter_asset_names_its_domain_not_a_folder_of_the_code_location(tmp_path, monkeypatch):
+    """Defect: the asset passed `domain_dir` (the code location's absolute path), which a pod's image
+    does not have. The extras name the domain; each launcher says where domains live."""
+    from slm_platform.config import load_config
+    from slm_platform.orchestration.launchers import K8sTrainer, LocalTrainer, trainer_for
+    from slm_platform.training.recipe import trainer_extras
+
+    cfg = load_config(DOMAIN_DIR)
+    extras = trainer_extras("support_triage", "v7", base_candidate=cfg.model.candidates[0], recipe=cfg.model.recipe,
+                            artifacts_root="gs://bucket/slm")
+    assert "domain_dir" not in extras and extras["domain"] == "support_triage"
+    assert not any(str(v).startswith("/") for v in extras.values() if isinstance(v, str)), extras
+    assert (extras["dataset"], extras["output"]) == ("support_triage/datasets/v7", "support_triage/adapters/v7")
+    # inside the pod: the image's SLM_DOMAINS (/app/domains) resolves the name
+    pod_domains = tmp_path / "app" / "domains"
+    shutil.copytree(DOMAIN_DIR, pod_domains / "support_triage")
+    monkeypatch.setenv("SLM_DOMAINS", str(pod_domains))
+    job = resolve_job([], extras)
+    assert job.domain_dir.resolve() == (pod_domains / "support_triage").resolve()
+    # locally: the launcher hands the child the folder the code location loaded the domain from
+    monkeypatch.delenv("SLM_DOMAINS")
+    local = trainer_for(cfg.model.trainer, "local", domain="support_triage", domains_dir=tmp_path / "elsewhere")
+    assert isinstance(local, LocalTrainer) and local.child_env()["SLM_DOMAINS"] == str(tmp_path / "elsewhere")
+    pod = trainer_for(cfg.model.trainer.model_copy(update={"image": "img:1"}), "prod", domain="support_triage",
+                      domains_dir=tmp_path / "elsewhere", backend="k8s")
+    assert isinstance(pod, K8sTrainer)
