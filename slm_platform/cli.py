@@ -197,7 +197,8 @@ def check_sources(domain: Domain) -> tuple[list[SourceReport], list[Problem]]:
         answers = domain.path(src.answers) if src.answers is not None else None
         for file in files:
             try:
-                rows = read_source(file, src.format, domain=domain.name, source=src.name, role=src.role, answers=answers)
+                rows = read_source(file, src.format, domain=domain.name, source=src.name, role=src.role, answers=answers,
+                                   roles=tuple(domain.roles))
                 _check_rows(domain, file, src.format, rows, report, Rejected)
             except (OSError, ValueError) as exc:
                 key = "answers" if src.format == "bfcl" and isinstance(exc, FileNotFoundError) else "path"
@@ -227,12 +228,12 @@ def _check_rows(domain: Domain, file: Path, fmt: str, rows, report: SourceReport
         if line_numbers is not None and k < len(line_numbers):
             where = f"{shown}:{line_numbers[k]}"
         else:
-            where = f"{shown}: row id {row.get('id')!r}"
+            where = f"{shown}: row {k + 1}"  # never the row's id: ids from outside may carry personal data
         k += 1
         role = row.get("role")
         contract = domain.roles.get(role) if isinstance(role, str) else None
         if contract is None:
-            report.reject(where, f"role {role!r} is not one of the domain's roles {sorted(domain.roles)}")
+            report.reject(where, f"field 'role' is not one of the domain's roles {sorted(domain.roles)}")
             continue
         reasons = []
         for source in LABEL_SOURCES:
@@ -440,7 +441,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from slm_platform.evals.session import NoDatasetError
+    from slm_platform.evals.session import NoDatasetError, TurnsFileError
     from slm_platform.models.spec import ModelSpec, ModelSpecError
 
     try:
@@ -450,7 +451,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         session = _eval_session(args, specs)
-    except (NoDatasetError, PartialBFCL, FileNotFoundError) as exc:
+    except (NoDatasetError, PartialBFCL, TurnsFileError, FileNotFoundError) as exc:
         print(_one_line(str(exc)), file=sys.stderr)
         return EXIT_PROBLEMS
     results = session.run(progress=not args.json)

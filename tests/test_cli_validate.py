@@ -136,7 +136,7 @@ def test_bad_seed_rows_listed_with_file_and_line(tmp_path):
     assert lines[1:] == [
         "full/data/seed.jsonl:6: labels.gold: output.category: 'spam' is not one of ['billing', 'bug', 'account', 'other']",
         lines[2],
-        "full/data/seed.jsonl:8: role 'ghost' is not one of the domain's roles ['act', 'triage']",
+        "full/data/seed.jsonl:8: field 'role' is not one of ['act', 'triage']",  # the value is never echoed
         "source 'seed': 3 of 7 rows rejected",
         "full/data/actions.jsonl:3: labels.gold: refund.arguments.order_id: 5 is not of type 'string'",
         lines[6],

@@ -13,6 +13,9 @@ from slm_platform.data.pipeline import DatasetBuilder, SourceSpec
 from slm_platform.data.stages import build_dataset, ingest_capture
 from slm_platform.domain import Domain
 
+from pii_cases import (ACCEPTED_IDS, BROKEN_LINES, CARD_NUMBER, CUE_ACCENTED, NOT_UTF8, PII, PII_TEXT,  # tests/
+                       TURN_CASES, leaks, pii_turn)
+
 ROOT = Path(__file__).resolve().parent.parent
 TRIAGE = ROOT / "domains" / "support_triage"
 TRAVEL = ROOT / "domains" / "travel"
@@ -63,7 +66,9 @@ def test_bad_rows_are_quarantined_and_counts_add_up(triage: Domain, tmp_path: Pa
     by_kind = {q["kind"]: q for q in quarantine}
     assert "in.jsonl:301" in by_kind["parse_error"]["location"]
     assert "output.category: 'nonsense' is not one of" in by_kind["invalid_label"]["reason"]
-    assert "summarize" in by_kind["unknown_role"]["reason"]
+    # the reason says what was expected and quotes no value; the (redacted) row is beside it
+    assert by_kind["unknown_role"]["reason"] == "field 'role' is not one of ['triage']"
+    assert by_kind["unknown_role"]["location"] == "in.jsonl:303" and '"summarize"' in by_kind["unknown_role"]["raw"]
     split_rows = sum(len(read_jsonl(tmp_path / "out" / f"{s}.jsonl")) for s in ("train", "val", "test"))
     assert split_rows == sum(stats.split.values())
 
@@ -121,36 +126,30 @@ def test_leakage_check_fails_on_a_planted_leak(triage: Domain, tmp_path: Path) -
     assert leaked["id"] in checks["no_split_leakage"]["detail"]
 
 
-PII = {
-    "email": "gwendolyn.rutherford@example.org",
-    "phone": "+44 20 7946 0958",
-    "card": "4111 1111 1111 1111",
-    "iban": "DE89 3704 0044 0532 0130 00",
-    "ip": "203.0.113.77",
-    "person": "Gwendolyn Rutherford",
-}
-
-
 @pytest.mark.parametrize("domain_dir", [TRIAGE, TRAVEL])
 def test_no_seeded_pii_reaches_the_artifact_root(domain_dir: Path, tmp_path: Path) -> None:
+    """PII in every field of good rows and on every Turn-line rejection path, through capture and dataset
+    (no Dagster; tests/test_pii_end_to_end.py runs the same through `run_pass` and greps its storage)."""
     domain = Domain.load(domain_dir)
-    rows = list(domain.simulator().simulate(200, seed=5, day="2026-11-20"))
+    rows: list = list(domain.simulator().simulate(200, seed=5, day="2026-11-20"))
     for i, row in enumerate(rows[:60]):
-        text = (f"My name is {PII['person']}, mail {PII['email']} or call {PII['phone']}. "
-                f"Card {PII['card']}, IBAN {PII['iban']}, from {PII['ip']}. ")
-        row["input"]["messages"][-1]["content"] = text + row["input"]["messages"][-1]["content"]
-    rows.append('{"broken": "' + PII["email"] + " " + PII["phone"])  # a rejected row keeps its raw text
-    inbox = tmp_path / "inbox"
-    write_jsonl(inbox / "date=2026-11-20" / "traffic.jsonl", rows)
+        row["input"]["messages"][-1]["content"] = PII_TEXT + " " + row["input"]["messages"][-1]["content"]
+        row["meta"].update(customer=CUE_ACCENTED, card_number=CARD_NUMBER, **{PII["email"]: PII["ip"]})
+        if i < len(ACCEPTED_IDS):
+            row["id"] = ACCEPTED_IDS[i]
+    bad = [pii_turn(f"bad-{name}", **changes) for name, changes, _ in TURN_CASES] + BROKEN_LINES
+    inbox = tmp_path / "inbox" / "date=2026-11-20"
+    write_jsonl(inbox / "traffic.jsonl", rows + bad)
+    (inbox / "z_not_utf8.jsonl").write_bytes(NOT_UTF8 + b"\n")
     store = ArtifactStore(str(tmp_path / "artifacts"))
-    capture = ingest_capture(domain, "2026-11-20", store, inbox=inbox)
-    assert capture.stats["quarantined"] == 1 and capture.stats["redaction"]["email"] >= 60
+    capture = ingest_capture(domain, "2026-11-20", store, inbox=tmp_path / "inbox")
+    s = capture.stats
+    assert s["quarantined"] == len(bad) + 1 and s["kept"] == len(rows)
+    assert s["rows_in"] == s["kept"] + s["quarantined"] + s["not_sampled"]
+    assert s["quarantine"]["unknown_role"] >= 1 and s["redaction"]["email"] >= 60
     result = build_dataset(domain, store, "v0001", progress=False)
-    assert result.stats["rows_in"] > 200
-    needles = [PII["email"], "Rutherford", "7946 0958", "4111 1111", "4111111111111111", "DE89 3704", "DE89370400",
-               PII["ip"]]
-    for path in (tmp_path / "artifacts").rglob("*"):
-        if path.is_file():
-            text = path.read_text(errors="ignore")
-            for needle in needles:
-                assert needle not in text, f"{needle!r} leaked into {path}"
+    assert result.stats["conserved"] and result.stats["rows_in"] > 200
+    files = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    assert any(p.name == "quarantine.jsonl" and p.stat().st_size for p in files)
+    for path in files:
+        assert leaks(path.read_bytes()) == [], f"{leaks(path.read_bytes())} leaked into {path}"

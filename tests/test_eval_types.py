@@ -134,3 +134,21 @@ def test_bfcl_missing_answer_file_hint_names_answers(tmp_path, capsys):
     q.write_text("{}\n")
     assert cli.main(["eval", "--bfcl", str(q), "--model", "oracle"]) == cli.EXIT_PROBLEMS
     assert "--answers FILE" in capsys.readouterr().err
+
+
+# --- slm eval --turns: rows entering from outside are checked as Turns -------------------------
+def test_eval_turns_file_refuses_a_row_that_is_not_a_turn_without_echoing_it(tmp_path, capsys):
+    root = Path(__file__).resolve().parent.parent
+    from slm_platform.domain import Domain
+
+    domain = Domain.load(root / "domains" / "support_triage")
+    good = next(iter(domain.simulator().simulate(1, seed=1)))
+    good = {k: good[k] for k in ("id", "domain", "role", "input", "output", "labels", "meta") if k in good}
+    bad = {**good, "id": "t2", "role": "+33 6 12 34 56 78"}  # a phone number where the role goes
+    path = tmp_path / "turns.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
+    rc = cli.main(["eval", str(root / "domains" / "support_triage"), "--turns", str(path), "--model", "oracle"])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_PROBLEMS
+    assert f"{path}:3: field 'role'" in err and "one of ['triage']" in err
+    assert "12 34" not in err

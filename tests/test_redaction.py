@@ -1,4 +1,5 @@
-"""PII redaction: detectors, pseudonym consistency within a turn, modes, custom patterns, idempotence."""
+"""PII redaction: detectors, pseudonym consistency within a turn, every field of a turn (meta, keys,
+the id), quarantine records, modes, custom patterns, idempotence."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slm_platform.config.models import CustomPattern, RedactionPolicy
+from slm_platform.data.pipeline import quarantine_row
 from slm_platform.data.redaction import Redactor, redact_text
+from slm_platform.data.sources import RAW_LIMIT, Rejected
+from slm_platform.records import stable_hash
 
 RED = Redactor(RedactionPolicy())
 MASK = Redactor(RedactionPolicy(mode="mask"))
@@ -169,7 +173,8 @@ def test_turn_pseudonyms_are_consistent_across_input_output_labels() -> None:
     assert out["labels"]["teacher"]["arguments"]["email"] == "<EMAIL_1>"
     assert "<PHONE_1>" in user and out["output"]["arguments"]["phone"] == "<PHONE_1>"
     assert user.endswith("Thanks, <PERSON_1>")
-    assert hits == Counter({"email": 5, "phone": 2, "person": 1})
+    assert out["meta"]["slice"]["contact"] == "<EMAIL_1>"  # meta is in the same scope
+    assert hits == Counter({"email": 6, "phone": 2, "person": 1})
 
 
 def test_a_name_found_after_a_cue_is_redacted_everywhere_in_the_turn() -> None:
@@ -200,17 +205,111 @@ def test_turn_other_fields_and_structure_are_kept() -> None:
     out, _ = RED.redact_turn(turn)
     for key in ("id", "domain", "role", "label_source"):
         assert out[key] == turn[key]
-    assert out["meta"] == turn["meta"]  # meta (slice values included) is never redacted
+    assert out["meta"] == dict(turn["meta"], slice={"contact": "<EMAIL_1>"})  # only the PII in meta changes
     assert out["output"]["arguments"]["attempts"] == 3
     assert out["labels"]["gold"] is None
     assert out["input"]["messages"][0] == {"role": "system", "content": "Route the ticket."}
     assert list(out["output"]["arguments"]) == ["email", "phone", "attempts", "notify"]  # keys untouched
 
 
-def test_dict_keys_are_not_redacted() -> None:
-    turn = {"id": "k", "input": {"anna@example.com": "anna@example.com"}}
+def test_dict_keys_are_redacted_in_the_turn_scope() -> None:
+    turn = {"id": "k", "input": {"anna@example.com": "anna@example.com", "messages": []},
+            "meta": {"slice": {"+44 20 7946 0958": "x"}, "source": "capture"}}
+    out, hits = RED.redact_turn(turn)
+    assert out["input"] == {"<EMAIL_1>": "<EMAIL_1>", "messages": []}
+    assert out["meta"] == {"slice": {"<PHONE_1>": "x"}, "source": "capture"}
+    assert hits == Counter({"email": 2, "phone": 1})
+    assert RED.redact_turn(out) == (out, Counter())
+
+
+def test_every_field_of_a_turn_is_redacted_and_config_fields_are_kept() -> None:
+    # meta (captured_at, slice, extra fields), keys, big integers (a card stored as a JSON number)
+    turn = {"id": "t", "domain": "support", "role": "triage", "label_source": "gold",
+            "input": {"messages": [{"role": "user", "content": "Hi, my name is Gwendolyn Rutherford"}]},
+            "labels": {"gold": {"who": "Gwendolyn Rutherford"}},
+            "meta": {"captured_at": "2024-04-01T10:30:00Z", "slice": {"channel": "gw@example.org"},
+                     "customer": "Gwendolyn Rutherford", "ip": "203.0.113.77", "card": 4111111111111111,
+                     "ms": 1714567890123, "cluster": 3}}
+    out, hits = RED.redact_turn(turn)
+    assert out["labels"]["gold"]["who"] == out["meta"]["customer"] == "<PERSON_1>"
+    assert out["meta"]["slice"]["channel"] == "<EMAIL_1>" and out["meta"]["ip"] == "<IP_1>"
+    assert out["meta"]["card"] == "<CARD_1>" and out["meta"]["ms"] == 1714567890123  # a timestamp is kept
+    assert out["meta"]["captured_at"] == "2024-04-01T10:30:00Z" and out["meta"]["cluster"] == 3
+    assert {k: out[k] for k in ("id", "domain", "role", "label_source")} == {
+        "id": "t", "domain": "support", "role": "triage", "label_source": "gold"}
+    for needle in ("Gwendolyn", "Rutherford", "gw@example.org", "203.0.113.77", "4111111111111111"):
+        assert needle not in repr(out)
+    assert hits == Counter({"person": 3, "email": 1, "ip": 1, "card": 1})
+
+
+@pytest.mark.parametrize("tid", [
+    "ticket-gwendolyn.rutherford@example.org",  # an email in the id
+    "ticket-+442079460958",  # a phone glued to the id by a separator
+    "call_+44_20_7946_0958",
+    "4111111111111111",  # a card number as the whole id
+    "ip:203.0.113.77",
+    "Gwendolyn-Rutherford-7",  # the name the message introduces with a cue
+    "Mr_Rutherford",  # a cue inside the id itself
+])
+def test_an_id_with_pii_becomes_a_stable_hash(tid: str) -> None:
+    turn = {"id": tid, "input": {"messages": [{"role": "user", "content": "my name is Gwendolyn Rutherford"}]}}
+    out, hits = RED.redact_turn(turn)
+    assert out["id"] == "pii-" + stable_hash(tid)  # stable across runs: dedupe groups and splits agree
+    assert sum(hits.values()) >= 2
+    assert RED.redact_turn(out)[0]["id"] == out["id"]  # idempotent (capture -> dataset redacts twice)
+    other, _ = RED.redact_turn(dict(turn, id=tid + "x"))
+    assert other["id"] != out["id"]  # unique: no two rows share an id after redaction
+
+
+def test_ids_from_other_systems_in_meta_are_hashed_when_they_hold_pii() -> None:
+    turn = {"id": "t", "input": {"messages": [{"role": "user", "content": "my name is Gwendolyn Rutherford"}]},
+            "meta": {"trace_id": "trace-+442079460958", "conversation": "conv-Gwendolyn-Rutherford",
+                     "session": "s:gw@example.org", "model": "gpt-4o-mini", "captured_at": "2024-05-01T12:00:00.123+02:00",
+                     "thread": "conv-20261120-1-000001", "slice": {"channel": "web_form", "note": "call +44 20 7946 0958"}}}
     out, _ = RED.redact_turn(turn)
-    assert out["input"] == {"anna@example.com": "<EMAIL_1>"}
+    meta = out["meta"]
+    assert meta["trace_id"] == "pii-" + stable_hash("trace-+442079460958")  # glued by '-': found, hashed whole
+    assert meta["conversation"] == "pii-" + stable_hash("conv-Gwendolyn-Rutherford")  # the cue's name, glued
+    assert meta["session"] == "s:<EMAIL_1>"  # what the text detectors find is redacted as text
+    assert meta["slice"]["note"] == "call <PHONE_1>"
+    for key in ("model", "captured_at", "thread"):
+        assert meta[key] == turn["meta"][key]
+    assert meta["slice"]["channel"] == "web_form"
+    assert RED.redact_turn(out) == (out, Counter())
+
+
+@pytest.mark.parametrize("tid", ["st-84c831cd2c-0000000", "travel-20261120-1-0000000", "chatcmpl-001",
+                                 "obs-gen-1", "simple_python_0", "5f0c6d3e-9b1a-4c55-8b5e-0d5c0a6f3b21"])
+def test_an_id_without_pii_is_kept(tid: str) -> None:
+    assert RED.redact_turn({"id": tid, "input": {}})[0]["id"] == tid
+
+
+def test_redact_value_walks_any_structure_in_one_scope() -> None:
+    record = {"kind": "parse_error", "reason": "field 'role' is not one of ['triage']", "location": "a.jsonl:3",
+              "raw": {"role": "+44 20 7946 0958", "gw@example.org": ["my name is Ada Lovelace", "Ada Lovelace"],
+                      "n": 4111111111111111}}
+    out, hits = RED.redact_value(record)
+    assert out["raw"] == {"role": "<PHONE_1>", "<EMAIL_1>": ["my name is <PERSON_1>", "<PERSON_1>"], "n": "<CARD_1>"}
+    assert out["reason"] == record["reason"] and out["location"] == "a.jsonl:3"
+    assert hits == Counter({"phone": 1, "email": 1, "person": 2, "card": 1})
+    assert RED.redact_value(out) == (out, Counter())
+
+
+def test_quarantine_row_redacts_reason_location_and_row_then_cuts() -> None:
+    pii = "gwendolyn.rutherford@example.org"
+    parsed = {"id": "x", "domain": pii, "input": {"messages": [{"role": "user", "content": "call +44 20 7946 0958"}]}}
+    rec, hits = quarantine_row(Rejected("capture", f"{pii}/a.jsonl:3", f"quoted {pii}", "{...}", "parse_error", parsed),
+                               RED)
+    assert pii not in repr(rec) and "7946" not in repr(rec)
+    assert rec["location"] == "<EMAIL_1>/a.jsonl:3" and rec["reason"] == "quoted <EMAIL_1>"  # one scope
+    assert rec["raw"] == '{"id": "x", "domain": "<EMAIL_1>", "input": {"messages": [{"role": "user", ' \
+                         '"content": "call <PHONE_1>"}]}}'
+    assert hits["email"] == 3
+    # unparsed text is redacted as text, whole, and only then cut to RAW_LIMIT: a value at the cut never
+    # leaks a prefix
+    line = "x" * (RAW_LIMIT - 5) + " " + pii + " tail"
+    rec, _ = quarantine_row(Rejected("capture", "a.jsonl:1", "line is not valid JSON", line), RED)
+    assert len(rec["raw"]) == RAW_LIMIT and "gwendolyn" not in rec["raw"] and rec["raw"].endswith(" <EMA")
 
 
 def test_input_turn_is_not_mutated_and_result_shares_no_containers() -> None:
@@ -295,7 +394,7 @@ def test_policy_may_be_any_object_or_none() -> None:
 
 def test_redact_turns_sums_hits() -> None:
     turns, hits = RED.redact_turns([_turn(), {"id": "x", "input": {"t": "ip 10.0.0.1"}}])
-    assert len(turns) == 2 and hits == Counter({"email": 5, "phone": 2, "person": 1, "ip": 1})
+    assert len(turns) == 2 and hits == Counter({"email": 6, "phone": 2, "person": 1, "ip": 1})
 
 
 def test_already_redacted_turn_is_unchanged() -> None:
@@ -333,3 +432,14 @@ def test_pii_like_text_is_idempotent(text: str) -> None:
     assert RED.redact_text(out) == (out, Counter())
     mout, _ = MASK.redact_text(text)
     assert MASK.redact_text(mout) == (mout, Counter())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(FRAGMENTS + ["-", "_", ":", "ticket", "Gwendolyn", "Rutherford"]) | st.text(max_size=3),
+                min_size=1, max_size=12).map("".join),
+       st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=3), max_size=12).map("".join))
+def test_turn_ids_and_meta_are_idempotent(token: str, text: str) -> None:
+    turn = {"id": token.replace(" ", "") or "x", "input": {"messages": [{"role": "user", "content": text}]},
+            "meta": {"trace_id": token, "slice": {"k": token}, token: text}}
+    out, _ = RED.redact_turn(turn)
+    assert RED.redact_turn(out) == (out, Counter())

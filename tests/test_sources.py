@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from pii_cases import BROKEN_LINES, CHAT_CASES, LANGFUSE_CASES, PII, TURN_CASES, leaks, pii_turn  # tests/pii_cases.py
 from slm_platform.data.sources import Rejected, bfcl_function_to_tool, bfcl_gold, read_source
 from slm_platform.records import Turn, turn_id
 
@@ -70,15 +71,20 @@ def test_jsonl_rejections_name_line_and_expectation():
     assert rej["turns.jsonl:6"].reason == "line is a JSON array; expected an object (one Turn per line)"
     assert rej["turns.jsonl:7"].reason == "field 'input' missing; expected an object"
     assert rej["turns.jsonl:8"].reason == "field 'input' is string; expected an object"
-    assert "field 'domain' is 'retail'; expected 'support'" in rej["turns.jsonl:9"].reason
-    assert "unknown label source(s) 'human'" in rej["turns.jsonl:10"].reason
-    assert "gold, capture, teacher, oracle" in rej["turns.jsonl:10"].reason
+    # the reasons name the field and what was expected; the value is in the (redacted) raw row only
+    assert rej["turns.jsonl:9"].reason == "field 'domain' is not 'support' (the domain this source belongs to)"
+    assert rej["turns.jsonl:10"].reason == ("unknown field 'human' in 'labels'; "
+                                            "expected only gold, capture, teacher, oracle")
     assert rej["turns.jsonl:11"].reason == "field 'labels.gold' is string; expected an object"
-    assert rej["turns.jsonl:12"].reason == "field 'output' is string; expected an object or absent"
+    assert rej["turns.jsonl:12"].reason == "field 'output' is string; expected an object"
     assert "unknown field(s) 'prediction'" in rej["turns.jsonl:13"].reason
-    assert "field 'label_source' is 'human'; expected one of gold" in rej["turns.jsonl:14"].reason
-    assert rej["turns.jsonl:15"].reason == "field 'meta.slice' is array; expected an object or null"
-    assert "field 'id' is number 16; expected a non-empty string" in rej["turns.jsonl:16"].reason
+    assert rej["turns.jsonl:14"].reason == ("field 'label_source' is string; "
+                                            "expected 'gold', 'capture', 'teacher' or 'oracle'")
+    assert rej["turns.jsonl:15"].reason == "field 'meta.slice' is array; expected an object"
+    assert rej["turns.jsonl:16"].reason == "field 'id' is number; expected a string"
+    assert rej["turns.jsonl:9"].value["domain"] == "retail" and all(r.kind == "parse_error" for r in rej.values())
+    for loc, value in (("turns.jsonl:9", "retail"), ("turns.jsonl:14", "human"), ("turns.jsonl:16", "16")):
+        assert value not in rej[loc].reason
 
 
 def test_jsonl_missing_role_without_source_role_is_rejected():
@@ -102,7 +108,7 @@ def test_jsonl_streams_and_never_raises_on_bad_bytes(tmp_path):
     assert [type(x).__name__ for x in rest] == ["Rejected", "Rejected", "Rejected", "dict"]
     assert rest[0].location == "cap.jsonl:2" and "not valid UTF-8" in rest[0].reason
     assert rest[1].reason == "line is not valid JSON (NaN is not valid JSON)"
-    assert len(rest[2].raw) == 2000
+    assert len(rest[2].raw) == 65536  # RAW_SCAN: cut to RAW_LIMIT only after redaction (pipeline.quarantine_row)
 
 
 def test_folder_reads_json_and_jsonl_sorted_and_missing_path_raises(tmp_path):
@@ -152,9 +158,9 @@ def test_openai_chat_fixture():
     rej = by_location(rejected)
     assert set(rej) == {"chat.jsonl:3", "chat.jsonl:5", "chat.jsonl:7"}
     assert rej["chat.jsonl:3"].reason.startswith("line is not valid JSON (Expecting ',' delimiter")
-    assert rej["chat.jsonl:5"].reason.startswith(
-        "assistant content in response.choices[0].message is not valid JSON (Expecting value at col 1): 'Sure!")
-    assert rej["chat.jsonl:5"].reason.endswith("expected a JSON object")
+    assert rej["chat.jsonl:5"].reason == (
+        "assistant content in response.choices[0].message is not valid JSON (Expecting value at col 1); "
+        "expected a JSON object (free text is not an answer of this role)")
     assert rej["chat.jsonl:7"].reason == ("2 tool calls in response.choices[0].message; "
                                           "this role expects exactly one")
     assert '"chatcmpl-006"' in rej["chat.jsonl:7"].raw
@@ -183,11 +189,11 @@ def test_openai_chat_more_rejections(tmp_path):
     assert reasons["c.jsonl:1"] == "request.messages has no non-system message; expected at least one user message"
     assert reasons["c.jsonl:2"] == ("assistant content in response.choices[0].message is a JSON array; "
                                     "expected an object")
-    assert reasons["c.jsonl:3"].startswith("tool call 'f' in response.choices[0].message: arguments are not valid "
+    assert reasons["c.jsonl:3"].startswith("tool call in response.choices[0].message: arguments are not valid "
                                            "JSON (Expecting property name")
-    assert "has no content and no tool call (refusal: \"I can't\")" in reasons["c.jsonl:4"]
+    assert "has no content and no tool call (a refusal)" in reasons["c.jsonl:4"]
     assert reasons["c.jsonl:5"].startswith("no 'request' object and no 'messages' array; expected an OpenAI chat log")
-    assert reasons["c.jsonl:6"] == "response.created is string 'yesterday'; expected unix seconds (a number)"
+    assert reasons["c.jsonl:6"] == "response.created is string; expected unix seconds (a number)"
 
     turns, rejected = split(list(read_source(f, "openai_chat", domain="d", source="s", role=None)))
     assert any(r.reason.startswith("no role: the row names none") for r in rejected)
@@ -214,8 +220,8 @@ def test_langfuse_fixture():
 
     (bad,) = rejected
     assert bad.location == "langfuse.json:[1].observations[1]"
-    assert bad.reason.startswith("assistant content in output is not valid JSON (Expecting value at col 1): "
-                                 "\"You're welcome!\"")
+    assert bad.reason.startswith("assistant content in output is not valid JSON (Expecting value at col 1); ")
+    assert "welcome" not in bad.reason and bad.value["id"] == "obs-gen-3"
     assert '"obs-gen-3"' in bad.raw
 
 
@@ -254,7 +260,7 @@ def test_langfuse_other_shapes(tmp_path):
     assert_valid_turns(turns)
     assert [t["output"] for t in turns] == [{"name": "f", "arguments": {"x": 1}}, {"category": "bug"}, None]
     assert turns[2]["meta"]["captured_at"] == "2024-05-02T00:00:00Z"  # falls back to the trace timestamp
-    assert [r.reason for r in rejected] == ["startTime 'last tuesday' is not an ISO-8601 timestamp"]
+    assert [r.reason for r in rejected] == ["startTime is not an ISO-8601 timestamp; expected e.g. 2024-05-01T12:00:00Z"]
 
     broken = tmp_path / "broken.json"
     broken.write_text('[{"id": "t"')
@@ -302,9 +308,8 @@ def test_bfcl_question_without_answer_and_missing_role(tmp_path):
     assert [t["id"] for t in turns] == ["simple_python_0"]
     rej = by_location(rejected)
     assert rej["BFCL_v4_simple_python.json:2"].reason == (
-        "question 'simple_python_1' has no answer in the possible-answer file; expected a row with the same id")
-    assert rej["BFCL_v4_simple_python.json:3"].reason == (
-        "answer 'simple_python_2' has 2 expected calls; this role expects exactly one")
+        "question has no answer in the possible-answer file; expected a row with the same id")
+    assert rej["BFCL_v4_simple_python.json:3"].reason == "answer has 2 expected calls; this role expects exactly one"
     items = list(read_source(q, "bfcl", domain="d", source="bfcl", role=None, answers=a))
     assert all(isinstance(x, Rejected) and x.reason.startswith("no role") for x in items)
     with pytest.raises(FileNotFoundError, match="BFCL answers"):
@@ -366,3 +371,106 @@ def test_bfcl_first_row_and_dotted_name():
     names = [t["function"]["name"] for t in first["input"]["tools"]]
     assert names[0] == "triangle_properties_get" and len(names) >= 2
     assert first["output"] is None and first["label_source"] is None
+
+
+# --- PII never in a reason -----------------------------------------------------------------------
+# Every path that used to build its reason from a value, fed PII in that value. The reason names the
+# field and what was expected; the value travels only in the Rejected's raw row, which the caller
+# redacts (pipeline.quarantine_row). Rows come from outside and may carry PII in any field.
+ROLES = ["router", "triage"]
+TURN_REASONS = {
+    "domain": "field 'domain' is not 'support' (the domain this source belongs to)",
+    "role": "field 'role' is not one of ['router', 'triage']",
+    "role_type": "field 'role' is array; expected a string",
+    "id_text": "field 'id' is not an id (1-256 printable characters, no spaces)",
+    "id_number": "field 'id' is number; expected a string",
+    "label_source": "field 'label_source' is string; expected 'gold', 'capture', 'teacher' or 'oracle'",
+    "label_key": "unknown field (name not shown) in 'labels'; expected only gold, capture, teacher, oracle",
+    "label_value": "field 'labels.gold' is string; expected an object",
+    "output": "field 'output' is string; expected an object",
+    "captured_at": "field 'meta.captured_at' is not an ISO-8601 timestamp",
+    "cluster": "field 'meta.cluster' is string; expected an integer",
+    "slice": "field 'meta.slice' is array; expected an object",
+    "dup_group": "field 'meta.dup_group' is number; expected a string",
+    "unknown_field": ("unknown field(s) (name not shown); a Turn has only id, domain, role, input, output, labels, "
+                      "label_source, meta"),
+    "input": "field 'input' is string; expected an object",
+}
+CHAT_REASONS = {
+    "created_text": "response.created is string; expected unix seconds",
+    "created_range": "response.created is out of range; expected unix seconds",
+    "tool_arguments": "tool call in response.choices[0].message: arguments are not valid JSON (",
+    "content_not_json": ("assistant content in response.choices[0].message is not valid JSON (Expecting value at "
+                         "col 1); expected a JSON object"),
+    "refusal": "assistant message in response.choices[0].message has no content and no tool call (a refusal)",
+    "metadata_role": "field 'role' is not one of ['router', 'triage']",
+    "response_id": "field 'id' is not an id",
+}
+LANGFUSE_REASONS = {
+    "start_time": "startTime is not an ISO-8601 timestamp",
+    "output_text": "assistant content in output is not valid JSON",
+    "metadata_role": "field 'role' is not one of ['router', 'triage']",
+    "observation_id": "field 'id' is not an id",
+}
+
+
+def _one_rejected(tmp_path: Path, fmt: str, rows: list, **kwargs) -> Rejected:
+    f = tmp_path / ("rows.json" if fmt == "langfuse" else "rows.jsonl")
+    f.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    items = list(read_source(f, fmt, domain="support", source="s", role="triage", roles=ROLES, **kwargs))
+    rejected = [i for i in items if isinstance(i, Rejected)]
+    assert len(items) == len(rejected) == 1, items
+    return rejected[0]
+
+
+@pytest.mark.parametrize("name,changes,kind", TURN_CASES, ids=[c[0] for c in TURN_CASES])
+def test_turn_line_reasons_quote_no_value(tmp_path: Path, name: str, changes: dict, kind: str) -> None:
+    row = pii_turn("t-1", **changes)
+    bad = _one_rejected(tmp_path, "jsonl", [row])
+    assert bad.reason == TURN_REASONS[name] and bad.kind == kind
+    assert leaks(bad.reason) == [] and bad.value == row  # the value is in the raw row (redacted on write) only
+
+
+@pytest.mark.parametrize("line", BROKEN_LINES, ids=["not_json", "array"])
+def test_broken_line_reasons_quote_no_value(tmp_path: Path, line: str) -> None:
+    bad = _one_rejected(tmp_path, "jsonl", [line])
+    assert bad.reason.startswith("line is") and leaks(bad.reason) == [] and leaks(bad.raw)
+
+
+@pytest.mark.parametrize("name,row,kind", CHAT_CASES, ids=[c[0] for c in CHAT_CASES])
+def test_openai_chat_reasons_quote_no_value(tmp_path: Path, name: str, row: dict, kind: str) -> None:
+    bad = _one_rejected(tmp_path, "openai_chat", [row])
+    assert bad.reason.startswith(CHAT_REASONS[name]) and bad.kind == kind
+    assert leaks(bad.reason) == [] and bad.value == row
+
+
+@pytest.mark.parametrize("name,trace,kind", LANGFUSE_CASES, ids=[c[0] for c in LANGFUSE_CASES])
+def test_langfuse_reasons_quote_no_value(tmp_path: Path, name: str, trace: dict, kind: str) -> None:
+    bad = _one_rejected(tmp_path, "langfuse", [json.dumps([trace])])
+    assert bad.reason.startswith(LANGFUSE_REASONS[name]) and bad.kind == kind
+    assert leaks(bad.reason) == [] and bad.value == trace["observations"][0]
+
+
+def test_bfcl_reasons_quote_no_value(tmp_path: Path) -> None:
+    fn = {"name": "f", "description": "", "parameters": {"type": "dict", "properties": {"x": {"type": "string"}}}}
+    qids = [f"q_{PII['email']}", "q_1"]
+    q = tmp_path / "BFCL_v4_simple.json"
+    q.write_text("\n".join(json.dumps({"id": i, "question": [[{"role": "user", "content": "q"}]], "function": [fn]})
+                           for i in qids))
+    a = tmp_path / "answers.json"
+    a.write_text(json.dumps({"id": "q_1", "ground_truth": [{PII["phone"]: PII["card"]}]}))
+    items = list(read_source(q, "bfcl", domain="support", source="b", role="triage", answers=a, roles=ROLES))
+    assert [i.reason for i in items] == [
+        "question has no answer in the possible-answer file; expected a row with the same id",
+        "answer parameters are string; expected an object"]
+    assert all(leaks(i.reason) == [] for i in items)
+
+
+def test_a_valid_row_passes_the_turn_check_and_roles_are_enforced_only_when_given(tmp_path: Path) -> None:
+    f = tmp_path / "r.jsonl"
+    f.write_text(json.dumps({"id": "t-1", "role": "summarize", "input": {"messages": []},
+                             "meta": {"captured_at": "2024-05-01T12:00:00+02:00"}}) + "\n")
+    (turn,) = read_source(f, "jsonl", domain="support", source="s", role=None)
+    assert turn["role"] == "summarize"
+    (bad,) = read_source(f, "jsonl", domain="support", source="s", role=None, roles=ROLES)
+    assert bad.kind == "unknown_role" and bad.reason == "field 'role' is not one of ['router', 'triage']"

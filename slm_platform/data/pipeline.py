@@ -3,6 +3,8 @@
 One pass, constant memory per row: sources are read line by line, every row is redacted before
 anything is written, and each row ends in exactly one place (train, val, test, removed as a
 duplicate, or quarantine with its reason), so `rows_in` always equals the sum of the outcomes.
+Quarantine records are redacted as a whole (reason, location, the row) by `quarantine_row` and
+`DatasetBuilder._quarantine`: a reason never quotes a raw value, and if one ever did, it is redacted.
 Clustering needs a vocabulary, so the first `clustering.fit_sample` rows are buffered, the
 clusterer is fitted on them, and from then on rows flow in chunks.
 """
@@ -22,7 +24,7 @@ from slm_platform.data.clustering import Clusterer
 from slm_platform.data.dedupe import Deduplicator
 from slm_platform.data.labeling import Labeler
 from slm_platform.data.redaction import Redactor, strip_placeholders
-from slm_platform.data.sources import Rejected, read_source
+from slm_platform.data.sources import RAW_LIMIT, Rejected, read_source
 from slm_platform.data.split import Splitter, strata_of
 from slm_platform.domain import Domain
 from slm_platform.records import canonical_json, input_text
@@ -93,6 +95,19 @@ class StageStats:
             "cluster_terms": {str(k): v for k, v in sorted(self.cluster_terms.items())},
             "labels": self.labels,
         }
+
+
+def quarantine_row(item: Rejected, redactor: Redactor) -> tuple[dict[str, Any], Counter]:
+    """A rejected row as quarantine stores it, and the redaction hits: every string redacted (the
+    row field by field when it parsed as JSON, else as text; reason and location too), then the
+    row cut to RAW_LIMIT characters (after redaction, so no value is cut in half unredacted)."""
+    raw: Any = item.raw if item.value is None else item.value
+    record, hits = redactor.redact_value({"kind": item.kind, "reason": item.reason, "source": item.source,
+                                          "location": item.location, "raw": raw})
+    if not isinstance(record["raw"], str):
+        record["raw"] = json.dumps(record["raw"], ensure_ascii=False)
+    record["raw"] = record["raw"][:RAW_LIMIT]
+    return record, hits
 
 
 class _Writers:
@@ -180,19 +195,19 @@ class DatasetBuilder:
         for spec in sources:
             self.log(f"reading source {spec.name} ({spec.format}) from {spec.path}")
             for item in read_source(spec.path, spec.format, domain=self.domain.name, source=spec.name,
-                                    role=spec.role, answers=spec.answers):
+                                    role=spec.role, answers=spec.answers, roles=roles):
                 self.stats.rows_in += 1
                 self.stats.per_source[spec.name] += 1
                 if isinstance(item, Rejected):
-                    raw, hits = self.redactor.redact_text(item.raw)
+                    record, hits = quarantine_row(item, self.redactor)
                     self.stats.redaction.update(hits)
-                    self._quarantine(writers, "parse_error", item.reason, source=item.source,
-                                     location=item.location, raw=raw)
+                    self.stats.quarantined[record["kind"]] += 1
+                    writers.write("quarantine", record)
                     continue
                 turn, hits = self.redactor.redact_turn(item)
                 self.stats.redaction.update(hits)
-                if turn["role"] not in roles:
-                    self._quarantine(writers, "unknown_role", f"role {turn['role']!r} is not one of {sorted(roles)}",
+                if turn["role"] not in roles:  # read_source checked it already; a guard, not a path
+                    self._quarantine(writers, "unknown_role", f"field 'role' is not one of {sorted(roles)}",
                                      turn=turn)
                     continue
                 input_errors = roles[turn["role"]].validate_input(turn["input"])
@@ -270,8 +285,11 @@ class DatasetBuilder:
                     row.setdefault("labels", {})["teacher"] = out
 
     def _quarantine(self, writers: _Writers, kind: str, reason: str, **row: Any) -> None:
+        """Count and write one quarantined row; the record goes through the redactor as a whole (the
+        turn is redacted already; the reason may quote a value, e.g. a schema error's)."""
         self.stats.quarantined[kind] += 1
-        writers.write("quarantine", {"kind": kind, "reason": reason, **row})
+        record, _ = self.redactor.redact_value({"kind": kind, "reason": reason, **row})
+        writers.write("quarantine", record)
 
     def _summarize(self) -> None:
         ls = self.labeler.stats

@@ -5,6 +5,18 @@ un-redacted, so capture ingestion and the dataset stage both run every turn thro
 first (and the gateway runs `redact_text` on what it logs). Redaction is idempotent: running it
 over already-redacted data changes nothing, so re-redacting capture artifacts is harmless.
 
+What is redacted: every string of a turn, dict keys included, in every field (`meta` too; large
+integers are read as digits, so a card number stored as a JSON number is found) except `domain`,
+`role` and `label_source`, which the boundary check (`records.check_turn`) allows only to hold
+values from the config. The `id` is a key (dedupe groups, the split-leakage check), so it is never
+rewritten in part: an id in which a detector finds anything becomes ``pii-<hash of the id>``,
+stable across runs and unique. Detectors are made for text and skip a value glued to a word by
+``-``, ``_``, ``:`` ... ("trace-+442079460958"), so an id, and every whitespace-free string in
+`meta` (trace and conversation ids from other systems), is also scanned with those separators read
+as spaces; a hit there replaces the whole string by its ``pii-<hash>`` (ids in meta stay usable as
+keys). Quarantine records (reasons, locations, rejected rows) go through `redact_value`, the same
+walk for any JSON-like value.
+
 Modes:
 - ``mask``: every hit becomes ``<EMAIL>``, ``<PHONE>``, ... (custom: ``<TICKET_SECRET>``).
 - ``pseudonymize`` (default): numbered placeholders ``<EMAIL_1>``, ``<EMAIL_2>``, ... that are
@@ -42,17 +54,29 @@ makes the result idempotent even where a replacement changes a neighbour's conte
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from slm_platform.records import stable_hash
+
 __all__ = ["DETECTORS", "Redactor", "redact_text"]
 
 DETECTORS: tuple[str, ...] = ("email", "phone", "card", "iban", "ip", "person")
 _MAX_PASSES = 6
 _MIN_LEN = 6  # shortest thing a built-in detector can find: "a@b.co", "Dr. Al"
+_BIG_INT = 10**12  # integers from here on (13+ digits) are checked as text: cards stored as numbers
+# Turn fields the boundary check restricts to config values (the domain name, role ids, label sources).
+_CONFIG_VALUED = frozenset({"domain", "role", "label_source"})
+# Inside an id, separators read as spaces so a detector sees "ticket-+44..." or "Mr_Smith" as words.
+_ID_SEPARATORS = re.compile(r"[\-_:/|#=,;~]+")
+_HASHED_ID = re.compile(r"pii-[0-9a-f]{16}")
+_WHITESPACE = re.compile(r"\s")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d(?:T\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?)?(?:Z|[+-]\d\d:?\d\d)?")
+_KEY_CACHE = 50_000  # distinct clean dict keys remembered per Redactor (keys repeat on every turn)
 
 # ----------------------------------------------------------------------------------- helpers
 
@@ -377,6 +401,8 @@ class Redactor:
                 raise ValueError(f"custom redaction pattern {name!r} does not compile: {exc}") from None
             self._custom.append((str(name), _tag(str(name)), rx))
         self._min_len = 1 if self._custom else _MIN_LEN
+        self._clean_keys: set[str] = set()  # keys the first pass left unchanged: detection is per string
+        self._clean_meta: set[str] = set()  # the same for meta strings (slice values, sources, models repeat)
 
     # -------------------------------------------------------------------------- public API
 
@@ -387,28 +413,54 @@ class Redactor:
         scope = _Scope(self.mask)
         text = self._text(text, scope)
         if scope.names:
-            text = self._walk(text, self._known_persons(scope))
+            text = self._known_persons(scope)(text)
         return text, scope.hits
 
-    def redact_turn(self, turn: Mapping[str, Any]) -> tuple[dict[str, Any], Counter]:
-        """A new turn with every string under input / output / labels redacted, and the hits.
+    def redact_value(self, value: Any) -> tuple[Any, Counter]:
+        """Any JSON-like value (a quarantine record, a rejected row) redacted in one pseudonym scope:
+        every string, dict keys included. A new structure; the hits."""
+        if not self.enabled:
+            return _copy(value), Counter()
+        scope = _Scope(self.mask)
+        out = self._walk(value, lambda s: self._text(s, scope), self._key_pass(scope))
+        if scope.names:
+            known = self._known_persons(scope)
+            out = self._walk(out, known, known)
+        return out, scope.hits
 
-        One pseudonym scope per turn, so a value gets the same placeholder everywhere in it.
-        Dict keys, non-string scalars and the other top-level fields are kept; `meta` is copied
-        (not shared), so later stages may set meta fields without touching the caller's turn.
+    def redact_turn(self, turn: Mapping[str, Any]) -> tuple[dict[str, Any], Counter]:
+        """A new turn with every string redacted (values and keys, `meta` too), and the hits.
+
+        One pseudonym scope per turn, so a value gets the same placeholder everywhere in it (the
+        id's placeholders are thrown away: an id with a hit becomes ``pii-<hash>``). `domain`,
+        `role` and `label_source` are kept (config values, see the module docstring). The result
+        shares no containers with `turn`, so later stages may set meta fields freely.
         """
         new = dict(turn)
-        if "meta" in new:
-            new["meta"] = _copy(new["meta"])
+        fields = [k for k in new if k not in _CONFIG_VALUED and k != "id"]
         if not self.enabled:
-            for key in ("input", "output", "labels"):
-                if key in new:
-                    new[key] = _copy(new[key])
+            for key in fields:
+                new[key] = _copy(new[key])
             return new, Counter()
         scope = _Scope(self.mask)
-        self._walk_turn(new, lambda s: self._text(s, scope))
+        first, keys = (lambda s: self._text(s, scope)), self._key_pass(scope)
+        meta_first = self._tokenwise(first, self._clean_meta)
+        for key in fields:
+            new[key] = self._walk(new[key], meta_first if key == "meta" else first, keys)
+        tid = new.get("id")
+        spaced = red_id = None
+        if type(tid) is str and not _HASHED_ID.fullmatch(tid):
+            spaced = _ID_SEPARATORS.sub(" ", tid)
+            red_id = self._text(spaced, scope)
         if scope.names:  # a name found after a cue ("my name is X") is X everywhere in the turn
-            self._walk_turn(new, self._known_persons(scope))
+            known = self._known_persons(scope)
+            meta_known = self._tokenwise(known, None)
+            for key in fields:
+                new[key] = self._walk(new[key], meta_known if key == "meta" else known, known)
+            if spaced is not None:
+                red_id = known(red_id)
+        if spaced is not None and red_id != spaced:
+            new["id"] = "pii-" + stable_hash(tid)
         return new, scope.hits
 
     def redact_turns(self, turns: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
@@ -422,28 +474,71 @@ class Redactor:
 
     # ---------------------------------------------------------------------------- internals
 
-    def _walk_turn(self, turn: dict[str, Any], text_pass: Callable[[str], str]) -> None:
-        for key in ("input", "output", "labels"):
-            if key in turn:
-                turn[key] = self._walk(turn[key], text_pass)
+    def _tokenwise(self, text_pass: Callable[[str], str], clean: set[str] | None) -> Callable[[str], str]:
+        """`text_pass` for `meta`: a whitespace-free string (an id from another system) that has a hit
+        only once its separators read as spaces is replaced whole by ``pii-<hash>``. `clean` (first
+        pass only: it does not depend on the scope) remembers strings found clean; timestamps are."""
+        min_len = self._min_len
 
-    def _walk(self, value: Any, text_pass: Callable[[str], str]) -> Any:
-        """`text_pass` applied to every string in nested dicts/lists (a new structure)."""
+        def token(s: str) -> str:
+            if clean is not None and s in clean:
+                return s
+            if _TIMESTAMP.fullmatch(s):
+                return s
+            out = text_pass(s)
+            if _HASHED_ID.fullmatch(out):
+                return out
+            if len(out) >= min_len and not _WHITESPACE.search(out):  # on what the text pass left: idempotent
+                spaced = _ID_SEPARATORS.sub(" ", out)
+                if spaced != out and text_pass(spaced) != spaced:
+                    return "pii-" + stable_hash(s)
+            if clean is not None and out == s:
+                if len(clean) >= _KEY_CACHE:
+                    clean.clear()
+                clean.add(s)
+            return out
+
+        return token
+
+    def _key_pass(self, scope: _Scope) -> Callable[[str], str]:
+        """The first pass for dict keys: a key seen clean before is clean again (no regex per key)."""
+        clean = self._clean_keys
+
+        def keys(key: str) -> str:
+            if key in clean:
+                return key
+            before = scope.n
+            out = self._text(key, scope)
+            if scope.n == before:  # no hit: the text is unchanged and no name was learned
+                if len(clean) >= _KEY_CACHE:
+                    clean.clear()
+                clean.add(key)
+            return out
+
+        return keys
+
+    def _walk(self, value: Any, text_pass: Callable[[str], str], key_pass: Callable[[str], str]) -> Any:
+        """`text_pass` on every string and `key_pass` on every key in nested dicts/lists (a new structure)."""
         t = type(value)
         if t is str:
             return text_pass(value)
         if t is dict:
             walk = self._walk
-            return {k: walk(v, text_pass) for k, v in value.items()}
+            return {(key_pass(k) if type(k) is str else k): walk(v, text_pass, key_pass) for k, v in value.items()}
         if t is list:
             walk = self._walk
-            return [walk(v, text_pass) for v in value]
+            return [walk(v, text_pass, key_pass) for v in value]
+        if t is int and (value >= _BIG_INT or value <= -_BIG_INT):
+            digits = str(value)
+            out = text_pass(digits)
+            return value if out == digits else out
         if isinstance(value, str):
             return text_pass(str(value))
         if isinstance(value, Mapping):
-            return {k: self._walk(v, text_pass) for k, v in value.items()}
+            return {(key_pass(k) if isinstance(k, str) else k): self._walk(v, text_pass, key_pass)
+                    for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self._walk(v, text_pass) for v in value]
+            return [self._walk(v, text_pass, key_pass) for v in value]
         return value
 
     @staticmethod
@@ -451,9 +546,7 @@ class Redactor:
         """The second pass: every name this scope found after a cue, wherever else it appears (a tool
         call's `traveler_name`, a label), as whole words, any spacing, any case, in strings of any
         length. A one-word name only where capitalised: "Will" the name, not "will" the verb."""
-        names = sorted(scope.names, key=len, reverse=True)
-        alternatives = (r"\s+".join(re.escape(w) for w in name.split()) for name in names)
-        known = re.compile(r"(?<![\w'’-])(?:" + "|".join(alternatives) + r")(?![\w'’-])", re.IGNORECASE)
+        known = _known_names_rx(tuple(sorted(scope.names, key=lambda name: (-len(name), name))))
 
         def repl(m: re.Match) -> str:
             text = m.group()
@@ -572,6 +665,14 @@ class Redactor:
             last = end
         out.append(s[last:])
         return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_names_rx(names: tuple[str, ...]) -> re.Pattern:
+    """The regex of `Redactor._known_persons`, longest name first. Cached: compiling it (IGNORECASE,
+    Unicode classes) costs more than redacting the turn, and names repeat across turns."""
+    alternatives = (r"\s+".join(re.escape(w) for w in name.split()) for name in names)
+    return re.compile(r"(?<![\w'’-])(?:" + "|".join(alternatives) + r")(?![\w'’-])", re.IGNORECASE)
 
 
 def _copy(value: Any) -> Any:

@@ -3,8 +3,12 @@
 `read_source` yields plain Turn dicts, or a `Rejected` for each row it cannot map, so one bad row
 never stops a dataset build: the caller quarantines it with its reason and location. Only a
 missing file raises. Line-based formats are read one line at a time (constant memory) and parsed
-with `json.loads` plus hand checks: this is on the dataset stage's hot path, and a pydantic model
-per row would cost more than the rest of the stage.
+with `json.loads`; every mapped row is then checked against `records.Turn` (`check_turn`: the
+domain, a role among the domain's, a sane id, typed labels and meta) before it is yielded.
+
+Rows come from outside and may carry personal data in any field, so a reason says which field was
+wrong and what was expected and never quotes a value; the raw row travels in `Rejected.raw` /
+`Rejected.value` and the caller redacts it before anything is written (`pipeline.quarantine_row`).
 
 Formats
 -------
@@ -25,34 +29,46 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from slm_platform.records import LABEL_SOURCES, turn_id
+from slm_platform.records import Turn, TurnError, check_turn, safe_key, turn_id
+from slm_platform.records import json_type as _jtype
 
 FORMATS = ("jsonl", "openai_chat", "langfuse", "bfcl")
-RAW_LIMIT = 2000
+RAW_LIMIT = 2000  # characters of a rejected row kept in quarantine, cut AFTER redaction
+RAW_SCAN = 65536  # characters of a rejected row handed to the caller: redaction never sees a value cut short
 
-_TURN_KEYS = frozenset({"id", "domain", "role", "input", "output", "labels", "label_source", "meta"})
-_LABEL_KEYS = frozenset(LABEL_SOURCES)
+_TURN_KEYS = tuple(Turn.model_fields)
+_TURN_KEY_SET = frozenset(_TURN_KEYS)
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "function_call", "refusal", "additional_kwargs"})
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """A row that could not be mapped to a Turn; it goes to quarantine with the reason."""
+    """A row that could not be mapped to a Turn; it goes to quarantine with the reason.
+
+    Only `reason` is safe to show as is; `raw`, `value` and (a file name) `location` come from the
+    input and are redacted by whoever writes them.
+    """
 
     source: str  # source name from the config
     location: str  # "file.jsonl:17" (1-based line) or "file.json:[3]" (index in the document)
-    reason: str  # what was wrong and what was expected
-    raw: str  # the raw row, at most RAW_LIMIT characters (the caller redacts it before writing)
+    reason: str  # which field was wrong and what was expected; never quotes a value
+    raw: str  # the raw row as text, at most RAW_SCAN characters (unredacted)
+    kind: str = "parse_error"  # "unknown_role" when the role is not one of the domain's
+    value: Any = None  # the parsed row when it was JSON (unredacted): redacted field by field, then dumped
 
 
 class _Bad(Exception):
-    """A row-level problem; its message becomes `Rejected.reason`."""
+    """A row-level problem; its message becomes `Rejected.reason` (so it never quotes a value)."""
+
+    def __init__(self, message: str, kind: str = "parse_error"):
+        super().__init__(message)
+        self.kind = kind
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -64,23 +80,41 @@ def read_source(
     source: str,
     role: str | None,
     answers: Path | None = None,
+    roles: Collection[str] | None = None,
 ) -> Iterator[dict[str, Any] | Rejected]:
     """Yield one Turn dict (with `meta.source = source`) or one `Rejected` per row of `path`.
 
-    Raises only when `path` (or a BFCL answers file) does not exist, or for an unknown `fmt`.
+    Every yielded dict is a valid `records.Turn` of `domain`; with `roles` (the domain's role ids)
+    a row naming another role is rejected with kind "unknown_role". Raises only when `path` (or a
+    BFCL answers file) does not exist, or for an unknown `fmt`.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
     path = Path(path)
     files = _files(path, source)
+    check = _checker(domain, roles)
     if fmt == "jsonl":
-        return _read_lines(files, source, lambda obj: _from_turn_line(obj, domain, role, source))
+        return _read_lines(files, source, lambda obj: check(_from_turn_line(obj, domain, role, source)))
     if fmt == "openai_chat":
-        return _read_lines(files, source, lambda obj: _from_openai_chat(obj, domain, role, source))
+        return _read_lines(files, source, lambda obj: check(_from_openai_chat(obj, domain, role, source)))
     if fmt == "langfuse":
-        return _read_langfuse(files, domain, role, source)
+        return _read_langfuse(files, domain, role, source, check)
     pairs = [(f, _bfcl_answers_file(f, path, Path(answers) if answers is not None else None)) for f in files]
-    return _read_bfcl(pairs, domain, role, source)
+    return _read_bfcl(pairs, domain, role, source, check)
+
+
+def _checker(domain: str, roles: Collection[str] | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The boundary check every mapped row passes: `records.check_turn`, failures as `_Bad`."""
+    allowed = frozenset(roles) if roles is not None else None
+
+    def check(turn: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_turn(turn, domain=domain, roles=allowed)
+        except TurnError as exc:
+            raise _Bad(str(exc), exc.kind) from None
+        return turn
+
+    return check
 
 
 def _files(path: Path, source: str) -> list[Path]:
@@ -120,25 +154,8 @@ def _line_error(text: str) -> str:
     return "unknown error"
 
 
-def _jtype(value: Any) -> str:
-    """The JSON name of a Python value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (int, float)):
-        return "number"
-    return type(value).__name__
-
-
 def _truncate(text: str) -> str:
-    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT]
+    return text if len(text) <= RAW_SCAN else text[:RAW_SCAN]
 
 
 def _dump_raw(obj: Any) -> str:
@@ -146,10 +163,6 @@ def _dump_raw(obj: Any) -> str:
         return _truncate(json.dumps(obj, ensure_ascii=False))
     except (TypeError, ValueError):
         return _truncate(repr(obj))
-
-
-def _preview(text: str, n: int = 60) -> str:
-    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _iso_utc(dt: datetime) -> str:
@@ -161,13 +174,13 @@ def _iso_utc(dt: datetime) -> str:
 
 def _unix_to_iso(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Bad(f"{what} is {_jtype(value)} {value!r}; expected unix seconds (a number)")
+        raise _Bad(f"{what} is {_jtype(value)}; expected unix seconds (a number)")
     if value > 1e11:  # milliseconds, as some loggers write
         value = value / 1000.0
     try:
         return _iso_utc(datetime.fromtimestamp(value, tz=timezone.utc))
     except (OverflowError, OSError, ValueError):
-        raise _Bad(f"{what} {value!r} is out of range; expected unix seconds") from None
+        raise _Bad(f"{what} is out of range; expected unix seconds") from None
 
 
 def _text_to_iso(value: Any, what: str) -> str:
@@ -176,7 +189,7 @@ def _text_to_iso(value: Any, what: str) -> str:
     try:
         return _iso_utc(datetime.fromisoformat(value))
     except ValueError:
-        raise _Bad(f"{what} {_preview(value)} is not an ISO-8601 timestamp") from None
+        raise _Bad(f"{what} is not an ISO-8601 timestamp; expected e.g. 2024-05-01T12:00:00Z") from None
 
 
 def _json_lines(file: Path, source: str) -> Iterator[tuple[int, str, Any] | Rejected]:
@@ -217,67 +230,38 @@ def _read_lines(files: list[Path], source: str, convert: Any) -> Iterator[dict[s
             try:
                 yield convert(obj)
             except _Bad as exc:
-                yield Rejected(source, f"{name}:{lineno}", str(exc), _truncate(line.rstrip("\r\n")))
+                yield Rejected(source, f"{name}:{lineno}", str(exc), _truncate(line.rstrip("\r\n")), exc.kind, obj)
 
 
 # --- jsonl: one Turn per line --------------------------------------------------------------------
 def _from_turn_line(obj: Any, domain: str, role_default: str | None, source: str) -> dict[str, Any]:
+    """Fill in what a Turn line may omit (domain, role, id, meta.source); `check_turn` types the rest."""
     if type(obj) is not dict:
         raise _Bad(f"line is a JSON {_jtype(obj)}; expected an object (one Turn per line)")
-    if not _TURN_KEYS.issuperset(obj):
-        extra = sorted(k for k in obj if k not in _TURN_KEYS)
-        raise _Bad(f"unknown field(s) {', '.join(map(repr, extra))}; a Turn has only "
-                   "id, domain, role, input, output, labels, label_source, meta")
+    if not _TURN_KEY_SET.issuperset(obj):
+        extra = [k for k in obj if k not in _TURN_KEY_SET]
+        raise _Bad(f"unknown field(s) {', '.join(safe_key(k) for k in extra[:5])}; a Turn has only "
+                   f"{', '.join(_TURN_KEYS)}")
     inp = obj.get("input")
-    if type(inp) is not dict:
+    if type(inp) is not dict:  # needed here: a missing id is derived from the input
         if "input" not in obj:
             raise _Bad("field 'input' missing; expected an object")
         raise _Bad(f"field 'input' is {_jtype(inp)}; expected an object")
-    dom = obj.get("domain")
-    if dom is None:
-        dom = domain
-    elif dom != domain:
-        raise _Bad(f"field 'domain' is {dom!r}; expected {domain!r} (the domain this source belongs to)")
     role = obj.get("role")
     if role is None:
         if role_default is None:
             raise _Bad("field 'role' missing and the source names no role; expected a role id "
                        "(in the row, or as data.sources[].role)")
         role = role_default
-    elif type(role) is not str or not role:
-        raise _Bad(f"field 'role' is {_jtype(role)} {role!r}; expected a role id (non-empty string)")
-    output = obj.get("output")
-    if output is not None and type(output) is not dict:
-        raise _Bad(f"field 'output' is {_jtype(output)}; expected an object or absent")
     labels = obj.get("labels")
     if labels is None:
         labels = {}
-    elif type(labels) is not dict:
-        raise _Bad(f"field 'labels' is {_jtype(labels)}; expected an object with keys among "
-                   f"{', '.join(LABEL_SOURCES)}")
-    elif labels:
-        if not _LABEL_KEYS.issuperset(labels):
-            extra = sorted(k for k in labels if k not in _LABEL_KEYS)
-            raise _Bad(f"unknown label source(s) {', '.join(map(repr, extra))} in 'labels'; expected keys among "
-                       f"{', '.join(LABEL_SOURCES)}")
-        clean = {}
-        for key, value in labels.items():
-            if value is None:
-                continue
-            if type(value) is not dict:
-                raise _Bad(f"field 'labels.{key}' is {_jtype(value)}; expected an object")
-            clean[key] = value
-        labels = clean
-    label_source = obj.get("label_source")
-    if label_source is not None and label_source not in _LABEL_KEYS:
-        raise _Bad(f"field 'label_source' is {label_source!r}; expected one of {', '.join(LABEL_SOURCES)} or null")
+    elif type(labels) is dict:
+        labels = {k: v for k, v in labels.items() if v is not None}  # a null label is an absent one
     meta = obj.get("meta")
     if meta is None:
         meta = {"source": source, "slice": {}}
-    elif type(meta) is not dict:
-        raise _Bad(f"field 'meta' is {_jtype(meta)}; expected an object")
-    else:
-        _check_meta(meta)
+    elif type(meta) is dict:
         meta = dict(meta)
         meta["source"] = source
         if meta.get("slice") is None:
@@ -286,22 +270,10 @@ def _from_turn_line(obj: Any, domain: str, role_default: str | None, source: str
             del meta["captured_at"]  # absent, so a caller's setdefault can fill it
     tid = obj.get("id")
     if tid is None:
-        tid = turn_id(domain, role, inp)
-    elif type(tid) is not str or not tid:
-        raise _Bad(f"field 'id' is {_jtype(tid)} {tid!r}; expected a non-empty string or absent")
-    return {"id": tid, "domain": dom, "role": role, "input": inp, "output": output, "labels": labels,
-            "label_source": label_source, "meta": meta}
-
-
-def _check_meta(meta: dict[str, Any]) -> None:
-    for key, kinds, expected in (("captured_at", (str,), "an ISO-8601 string"), ("dup_group", (str,), "a string"),
-                                 ("slice", (dict,), "an object")):
-        value = meta.get(key)
-        if value is not None and not isinstance(value, kinds):
-            raise _Bad(f"field 'meta.{key}' is {_jtype(value)}; expected {expected} or null")
-    cluster = meta.get("cluster")
-    if cluster is not None and (type(cluster) is not int):
-        raise _Bad(f"field 'meta.cluster' is {_jtype(cluster)} {cluster!r}; expected an integer or null")
+        tid = turn_id(domain, role if type(role) is str else "", inp)
+    dom = obj.get("domain")
+    return {"id": tid, "domain": domain if dom is None else dom, "role": role, "input": inp,
+            "output": obj.get("output"), "labels": labels, "label_source": obj.get("label_source"), "meta": meta}
 
 
 # --- the assistant's answer -> output ------------------------------------------------------------
@@ -310,7 +282,7 @@ def _parse_arguments(args: Any, what: str) -> dict[str, Any]:
         try:
             args = _loads(args) if args.strip() else {}
         except ValueError as exc:
-            raise _Bad(f"{what} arguments are not valid JSON ({_json_error(exc)}): {_preview(args)}; "
+            raise _Bad(f"{what} arguments are not valid JSON ({_json_error(exc)}); "
                        "expected a JSON object string") from None
     if type(args) is not dict:
         raise _Bad(f"{what} arguments are a JSON {_jtype(args)}; expected an object")
@@ -330,7 +302,7 @@ def _tool_call_output(calls: list[Any], where: str) -> dict[str, Any]:
         name, args = call.get("name"), call.get("arguments", call.get("args"))
     if not isinstance(name, str) or not name:
         raise _Bad(f"tool call in {where} has no function name; expected function.name (a string)")
-    return {"name": name, "arguments": _parse_arguments(args, f"tool call {name!r} in {where}:")}
+    return {"name": name, "arguments": _parse_arguments(args, f"tool call in {where}:")}
 
 
 def _content_output(content: Any, where: str) -> dict[str, Any]:
@@ -342,8 +314,8 @@ def _content_output(content: Any, where: str) -> dict[str, Any]:
     try:
         value = _loads(content)
     except ValueError as exc:
-        raise _Bad(f"assistant content in {where} is not valid JSON ({_json_error(exc)}): {_preview(content)}; "
-                   "expected a JSON object") from None
+        raise _Bad(f"assistant content in {where} is not valid JSON ({_json_error(exc)}); "
+                   "expected a JSON object (free text is not an answer of this role)") from None
     if type(value) is not dict:
         raise _Bad(f"assistant content in {where} is a JSON {_jtype(value)}; expected an object")
     return value
@@ -365,7 +337,7 @@ def _message_output(message: dict[str, Any], where: str) -> dict[str, Any]:
     content = message.get("content")
     if content is None or content == "":
         refusal = message.get("refusal")
-        extra = f" (refusal: {_preview(refusal)})" if isinstance(refusal, str) and refusal else ""
+        extra = " (a refusal)" if isinstance(refusal, str) and refusal else ""
         raise _Bad(f"assistant message in {where} has no content and no tool call{extra}; "
                    "expected a JSON object or one tool call")
     return _content_output(content, where)
@@ -463,10 +435,11 @@ def _from_openai_chat(obj: Any, domain: str, role_default: str | None, source: s
 
 
 # --- langfuse ------------------------------------------------------------------------------------
-def _read_langfuse(files: list[Path], domain: str, role_default: str | None, source: str) -> Iterator[Any]:
+def _read_langfuse(files: list[Path], domain: str, role_default: str | None, source: str,
+                   check: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[Any]:
     for file in files:
         if file.suffix == ".jsonl":
-            yield from _langfuse_lines(file, domain, role_default, source)
+            yield from _langfuse_lines(file, domain, role_default, source, check)
             continue
         name = file.name
         try:
@@ -482,7 +455,7 @@ def _read_langfuse(files: list[Path], domain: str, role_default: str | None, sou
         except ValueError as exc:
             if isinstance(exc, json.JSONDecodeError) and exc.msg == "Extra data":  # JSON Lines named .json
                 del text
-                yield from _langfuse_lines(file, domain, role_default, source)
+                yield from _langfuse_lines(file, domain, role_default, source, check)
             else:
                 yield Rejected(source, name, f"file is not valid JSON ({_json_error(exc)}); expected a Langfuse "
                                "export (a list of traces, {\"data\": [...]}, or JSON Lines)", _truncate(text))
@@ -492,50 +465,56 @@ def _read_langfuse(files: list[Path], domain: str, role_default: str | None, sou
         elif isinstance(doc, list):
             items = doc
         elif isinstance(doc, dict):
-            yield from _langfuse_item(doc, name, domain, role_default, source)
+            yield from _langfuse_item(doc, name, domain, role_default, source, check)
             continue
         else:
             yield Rejected(source, name, f"file is a JSON {_jtype(doc)}; expected a list of traces or "
                            "{\"data\": [...]}", _truncate(text))
             continue
         for i, item in enumerate(items):
-            yield from _langfuse_item(item, f"{name}:[{i}]", domain, role_default, source)
+            yield from _langfuse_item(item, f"{name}:[{i}]", domain, role_default, source, check)
 
 
-def _langfuse_lines(file: Path, domain: str, role_default: str | None, source: str) -> Iterator[Any]:
+def _langfuse_lines(file: Path, domain: str, role_default: str | None, source: str,
+                    check: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[Any]:
     for item in _json_lines(file, source):
         if type(item) is Rejected:
             yield item
         else:
-            yield from _langfuse_item(item[2], f"{file.name}:{item[0]}", domain, role_default, source)
+            yield from _langfuse_item(item[2], f"{file.name}:{item[0]}", domain, role_default, source, check)
 
 
-def _langfuse_item(item: Any, loc: str, domain: str, role_default: str | None, source: str) -> Iterator[Any]:
+def _rejected(source: str, loc: str, reason: str, obj: Any, kind: str = "parse_error") -> Rejected:
+    return Rejected(source, loc, reason, _dump_raw(obj), kind, obj)
+
+
+def _langfuse_item(item: Any, loc: str, domain: str, role_default: str | None, source: str,
+                   check: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[Any]:
     if type(item) is not dict:
-        yield Rejected(source, loc, f"item is a JSON {_jtype(item)}; expected a trace object", _dump_raw(item))
+        yield _rejected(source, loc, f"item is a JSON {_jtype(item)}; expected a trace object", item)
         return
     if "observations" not in item:
         if "type" in item and ("traceId" in item or "startTime" in item):  # a bare observation
             if _is_generation(item):
-                yield _langfuse_generation(item, None, loc, domain, role_default, source)
+                yield _langfuse_generation(item, None, loc, domain, role_default, source, check)
             return
-        yield Rejected(source, loc, "trace has no 'observations'; expected a trace with full details "
-                       "(GET /api/public/traces/{id}) or an observation", _dump_raw(item))
+        yield _rejected(source, loc, "trace has no 'observations'; expected a trace with full details "
+                        "(GET /api/public/traces/{id}) or an observation", item)
         return
     observations = item["observations"]
     if not isinstance(observations, list):
-        yield Rejected(source, loc, f"field 'observations' is {_jtype(observations)}; expected an array of "
-                       "observation objects", _dump_raw(item))
+        yield _rejected(source, loc, f"field 'observations' is {_jtype(observations)}; expected an array of "
+                        "observation objects", item)
         return
     for j, obs in enumerate(observations):
         oloc = f"{loc}.observations[{j}]"
         if type(obs) is not dict:
             what = "an observation id only (the trace list API)" if isinstance(obs, str) else _jtype(obs)
-            yield Rejected(source, oloc, f"observation is {what}; expected a full observation object "
-                           "(export traces with GET /api/public/traces/{id})", _dump_raw(obs))
+            yield _rejected(source, oloc, f"observation is {what}; expected a full observation object "
+                            "(export traces with GET /api/public/traces/{id})", obs)
             continue
         if _is_generation(obs):
-            yield _langfuse_generation(obs, item, oloc, domain, role_default, source)
+            yield _langfuse_generation(obs, item, oloc, domain, role_default, source, check)
 
 
 def _is_generation(obs: dict[str, Any]) -> bool:
@@ -544,11 +523,12 @@ def _is_generation(obs: dict[str, Any]) -> bool:
 
 
 def _langfuse_generation(obs: dict[str, Any], trace: dict[str, Any] | None, loc: str, domain: str,
-                         role_default: str | None, source: str) -> dict[str, Any] | Rejected:
+                         role_default: str | None, source: str,
+                         check: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | Rejected:
     try:
-        return _langfuse_turn(obs, trace, domain, role_default, source)
+        return check(_langfuse_turn(obs, trace, domain, role_default, source))
     except _Bad as exc:
-        return Rejected(source, loc, str(exc), _dump_raw(obs))
+        return _rejected(source, loc, str(exc), obs, exc.kind)
 
 
 def _langfuse_turn(obs: dict[str, Any], trace: dict[str, Any] | None, domain: str, role_default: str | None,
@@ -693,8 +673,8 @@ def _load_bfcl_answers(file: Path) -> tuple[dict[str, Any], list[tuple[int, str,
     return answers, problems
 
 
-def _read_bfcl(pairs: list[tuple[Path, Path]], domain: str, role: str | None,
-               source: str) -> Iterator[dict[str, Any] | Rejected]:
+def _read_bfcl(pairs: list[tuple[Path, Path]], domain: str, role: str | None, source: str,
+               check: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[dict[str, Any] | Rejected]:
     loaded: dict[Path, dict[str, Any]] = {}
     for file, afile in pairs:
         if afile not in loaded:
@@ -705,7 +685,7 @@ def _read_bfcl(pairs: list[tuple[Path, Path]], domain: str, role: str | None,
         stem = file.stem.split("BFCL_v4_")[-1].split("BFCL_v3_")[-1]
 
         def convert(obj: Any, table: dict[str, Any] = table, stem: str = stem) -> dict[str, Any]:
-            return _from_bfcl(obj, table, stem, domain, role, source)
+            return check(_from_bfcl(obj, table, stem, domain, role, source))
 
         yield from _read_lines([file], source, convert)
 
@@ -733,15 +713,15 @@ def _from_bfcl(obj: Any, answers: dict[str, Any], file_category: str, domain: st
                    "parameters}") from None
     answer = answers.get(qid)
     if answer is None:
-        raise _Bad(f"question {qid!r} has no answer in the possible-answer file; expected a row with the same id")
+        raise _Bad("question has no answer in the possible-answer file; expected a row with the same id")
     truth = answer.get("ground_truth")
     if not isinstance(truth, list) or not all(isinstance(c, dict) and len(c) == 1 for c in truth):
-        raise _Bad(f"answer {qid!r} ground_truth is not a list of {{function_name: {{param: [values]}}}}")
+        raise _Bad("answer ground_truth is not a list of {function_name: {param: [values]}}")
     if len(truth) != 1:
-        raise _Bad(f"answer {qid!r} has {len(truth)} expected calls; this role expects exactly one")
-    ((fname, params),) = truth[0].items()
+        raise _Bad(f"answer has {len(truth)} expected calls; this role expects exactly one")
+    ((_, params),) = truth[0].items()
     if not isinstance(params, dict):
-        raise _Bad(f"answer {qid!r} parameters of {fname!r} are {_jtype(params)}; expected an object")
+        raise _Bad(f"answer parameters are {_jtype(params)}; expected an object")
     gold = bfcl_gold(truth[0])
     category = qid.rsplit("_", 1)[0] if qid.rsplit("_", 1)[-1].isdigit() else file_category
     return {

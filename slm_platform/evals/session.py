@@ -22,6 +22,7 @@ from slm_platform.evals.runner import evaluate
 from slm_platform.evals.targets import open_predictor
 from slm_platform.layout import dataset_dir, datasets_root
 from slm_platform.models.spec import ModelSpec, SpecKind
+from slm_platform.records import TurnError, check_turn
 
 
 class NoDatasetError(LookupError):
@@ -50,7 +51,7 @@ class EvalSession:
     def for_domain_split(cls, domain: Domain, store: ArtifactStore, version: str, split: str, specs: list[ModelSpec],
                          *, limit: int | None = None, **kw: Any) -> "EvalSession":
         folder = store.open_verified(dataset_dir(domain.name, version))
-        turns = read_turns(folder / f"{split}.jsonl", limit or domain.config.eval.max_examples)
+        turns = read_turns(folder / f"{split}.jsonl", limit or domain.config.eval.max_examples, domain=domain)
         return cls(f"{domain.name} {version} {split}", turns, lambda t: domain.role(t["role"]), None, specs,
                    domain=domain, store=store, **{**cls._domain_defaults(domain), **kw})
 
@@ -58,7 +59,8 @@ class EvalSession:
     def for_domain_turns(cls, domain: Domain, path: Path, specs: list[ModelSpec], *, limit: int | None = None,
                          **kw: Any) -> "EvalSession":
         """Any JSONL of Turns, scored with the domain's contracts and eval settings."""
-        return cls(f"{domain.name} {path.name}", read_turns(path, limit), lambda t: domain.role(t["role"]), None,
+        return cls(f"{domain.name} {path.name}", read_turns(path, limit, domain=domain),
+                   lambda t: domain.role(t["role"]), None,
                    specs, domain=domain, **{**cls._domain_defaults(domain), **kw})
 
     @staticmethod
@@ -93,14 +95,32 @@ class EvalSession:
                             decision=decision, gates=gates, reference=reference, subject=subject, notes=notes)
 
 
-def read_turns(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+class TurnsFileError(ValueError):
+    """A file of turns to evaluate holds a line that is not a Turn of the domain."""
+
+
+def read_turns(path: Path, limit: int | None = None, *, domain: Domain | None = None) -> list[dict[str, Any]]:
+    """Turns to evaluate, each checked as a `records.Turn` (of `domain`, with one of its roles).
+
+    The file may come from anywhere (`slm eval --turns`), so a bad line is refused with its file,
+    line and field; the message never quotes the value."""
     turns = []
+    roles = tuple(domain.roles) if domain is not None else None
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                turns.append(json.loads(line))
-                if limit and len(turns) >= limit:
-                    break
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise TurnError("line is not a JSON object; expected a Turn")
+                check_turn(row, domain=domain.name if domain is not None else None, roles=roles)
+            except (json.JSONDecodeError, TurnError) as exc:
+                what = "line is not valid JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise TurnsFileError(f"{path}:{lineno}: {what}") from None
+            turns.append(row)
+            if limit and len(turns) >= limit:
+                break
     return turns
 
 
