@@ -22,7 +22,7 @@ from slm_platform.config.models import Pricing, Role, TeacherBlock
 from slm_platform.domain.contract import RoleContract
 from slm_platform.domain.render import render_messages
 from slm_platform.teachers import registry
-from slm_platform.teachers.base import Teacher, TeacherBudgetExceeded, TeacherError, teacher_from_config
+from slm_platform.teachers import Teacher, TeacherBudgetExceeded, TeacherError, teacher_from_config
 from slm_platform.teachers.cache import ResponseCache, cache_key
 from slm_platform.teachers.client import RequestFailure, RetryPolicy, Scrubber, TokenBucket, parse_retry_after
 from slm_platform.teachers.openai_compatible import (

@@ -9,10 +9,21 @@ queueing inside the server included).
 
 `VLLMServer` starts `python -m vllm.entrypoints.openai.api_server` from the dedicated virtualenv
 (`settings.vllm_venv()`; the `vllm` console script does not work there), waits for `/health`,
-writes its output to a log file, and always stops it: `with VLLMServer(...)`, `stop()`, an
-`atexit` hook, and (when started from the main thread) a parent-death signal, so a killed parent
-does not leave a server holding the CPU. The server runs in its own process group, which `stop()`
-signals as a whole (the API server and its engine-core child).
+writes its output to a log file, and gets only an allow-listed environment (no teacher keys, no
+database URL: `VLLM_PASSTHROUGH_ENV`).
+
+The server's life is tied to the process that started it (its owner), however the owner ends:
+- it runs in its own session / process group, which `stop()` signals as a whole (the API server,
+  its engine-core child and anything else vLLM spawns);
+- `with VLLMServer(...)`, `stop()` and an `atexit` hook stop it on a normal exit or an exception
+  (KeyboardInterrupt included);
+- SIGTERM / SIGHUP / SIGINT left at their default action (which ends the process with no Python
+  cleanup) are handled while a server lives: stop the servers, then die of the signal as before;
+- a parent-death signal (PR_SET_PDEATHSIG, main thread only: it fires when the starting *thread*
+  exits) SIGTERMs the API server at once when the owner is killed;
+- a watchdog process (own session, stdlib only) polls its parent pid and, once the owner is gone
+  (SIGKILL, a signal handled elsewhere, a crash), SIGTERMs then SIGKILLs the whole group: the
+  parent-death signal never reaches grandchildren.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Any, Iterable, Mapping
 import httpx
 
 from slm_platform import settings
+from slm_platform.envs import BASE_PASSTHROUGH_ENV, passthrough
 from slm_platform.inference.types import GenerationRequest, GenerationResult, failed, parse_object
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -46,6 +58,20 @@ DEFAULT_CONCURRENCY = 64
 # measured 2.1x the throughput on 2 cores (189 -> 393 tokens/s, 64 requests).
 RESERVE_NO_CPU_AT_OR_BELOW = 4
 LOG_TAIL_LINES = 50
+# What the server inherits from this process besides what `VLLMServer.environment()` sets: the
+# basics (slm_platform.envs), the loader and CUDA set-up, and the knobs vLLM, torch and the OpenMP /
+# MKL runtimes read (an operator's VLLM_CPU_* choices win over ours). Everything else stays out.
+VLLM_PASSTHROUGH_ENV: tuple[str, ...] = (
+    *BASE_PASSTHROUGH_ENV, "LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "TOKENIZERS_PARALLELISM",
+)
+VLLM_PASSTHROUGH_PREFIXES: tuple[str, ...] = (
+    "VLLM_", "LC_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "TORCHINDUCTOR_", "TRITON_", "CUDA_", "NCCL_", "NVIDIA_",
+)
+# After its owner is gone, the watchdog gives the API server this long to shut down on SIGTERM
+# (engine core, shared memory) before it SIGKILLs the group.
+ORPHAN_GRACE_S = 10.0
+# How long a stop triggered by SIGTERM/SIGHUP waits for the graceful shutdown before SIGKILL.
+SIGNAL_STOP_TIMEOUT_S = 10.0
 
 
 class VLLMServerError(RuntimeError):
@@ -237,14 +263,131 @@ def _parent_death_signal() -> Any:
     return preexec
 
 
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in process group `pgid`. Zombies are left out: they
+    hold no CPU, and where PID 1 does not reap, an orphan's zombie stays in the group for good."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs: signal 0 says whether anything (zombies too) is in the group
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:  # state, ppid, pgrp follow the command name
+            found.append(int(entry.name))
+    return found
+
+
+# The watchdog: `python -I -S -c _WATCHDOG <owner pid> <pgid> <grace s>`, stdlib only, in a session of
+# its own (a signal to the owner's group or terminal does not reach it). While its parent is the
+# owner it sleeps; `stop()` kills it once the group is gone. getppid() changes only when the owner
+# *process* is gone (a dead thread's children are re-parented within the process), so unlike the
+# parent-death signal it never fires early.
+_WATCHDOG = r"""
+import os, signal, sys, time
+owner, pgid, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+
+def members():
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != b"Z" and int(fields[2]) == pgid:
+                found.append(int(name))
+    return found
+
+def wait(until, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until():
+        time.sleep(0.1)
+
+ticks = 0
+while os.getppid() == owner:
+    time.sleep(0.2)
+    ticks += 1
+    if ticks % 50 == 0 and not members():
+        sys.exit(0)  # the server ended by itself
+print("[slm vLLM watchdog] owner process %d is gone: stopping process group %d" % (owner, pgid), flush=True)
+try:
+    os.killpg(pgid, signal.SIGTERM)
+except ProcessLookupError:
+    sys.exit(0)
+wait(lambda: pgid not in members(), grace)
+for _ in range(100):
+    if not members():
+        break
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        break
+    time.sleep(0.1)
+"""
+
+
+def _start_watchdog(pgid: int, log_file: Any, python: Path) -> subprocess.Popen[bytes]:
+    """The watchdog for the server group `pgid`, owned by this process; its notes go to the log."""
+    return subprocess.Popen(
+        [sys.executable or str(python), "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(pgid), f"{ORPHAN_GRACE_S:g}"],
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env={}, start_new_session=True)
+
+
 _LIVE: set["VLLMServer"] = set()
+# Signals whose default action ends the process with no Python cleanup (no `finally`, no atexit).
+_FATAL_BY_DEFAULT = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+_INSTALLED: set[int] = set()
 
 
 @atexit.register
-def _stop_all() -> None:
+def _stop_all(timeout_s: float = 30.0) -> None:
     for server in list(_LIVE):
         with contextlib.suppress(Exception):
-            server.stop()
+            server.stop(timeout_s)
+
+
+def _stop_all_then_die(signum: int, frame: Any) -> None:
+    """Handler for a signal that was at its default action: stop every managed server, then end the
+    process by the same signal (same exit status as without the handler)."""
+    _stop_all(SIGNAL_STOP_TIMEOUT_S)
+    _restore_signal_handlers()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_signal_handlers() -> None:
+    """While a server lives, SIGTERM/SIGHUP/SIGINT at their default action run the normal stop first.
+    Handlers that already run Python (KeyboardInterrupt, Dagster's) unwind through `with`/`stop()`
+    and are left alone, ignored signals stay ignored. Python lets only the main thread do this; from
+    another thread the watchdog alone covers a signal death."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _FATAL_BY_DEFAULT:
+        if sig not in _INSTALLED and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _stop_all_then_die)
+            _INSTALLED.add(sig)
+
+
+def _restore_signal_handlers() -> None:
+    """Back to the default action once no server lives (unless someone replaced our handler since)."""
+    if _LIVE or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in list(_INSTALLED):
+        if signal.getsignal(sig) is _stop_all_then_die:
+            signal.signal(sig, signal.SIG_DFL)
+        _INSTALLED.discard(sig)
 
 
 class VLLMServer:
@@ -292,6 +435,8 @@ class VLLMServer:
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self._owner_pid: int | None = None  # the process that started it: only that one stops it
         self._log_file: Any = None
 
     # -- command ------------------------------------------------------------------------------------
@@ -326,10 +471,12 @@ class VLLMServer:
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        """The server's whole environment: the allow-listed variables of this process
+        (`VLLM_PASSTHROUGH_ENV`, `VLLM_PASSTHROUGH_PREFIXES`), our vLLM settings, then `env=`."""
+        env = passthrough(VLLM_PASSTHROUGH_ENV, VLLM_PASSTHROUGH_PREFIXES)
         env.update({
             "VIRTUAL_ENV": str(self.venv),
-            "PATH": f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "PATH": f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}",
             "VLLM_CPU_KVCACHE_SPACE": f"{self.kv_cache_gib:g}",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
@@ -338,6 +485,10 @@ class VLLMServer:
         })
         if (os.cpu_count() or 1) <= RESERVE_NO_CPU_AT_OR_BELOW:
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        # vllm-cpu 0.32's AOT compile artifacts do not load back here ("'function' object has no
+        # attribute 'finalize_loading'"), so every start compiled again (~80 s on 2 cores); with the
+        # classic compile cache a warm start's engine init took 33 s instead of 90-100 s.
+        env.setdefault("VLLM_USE_AOT_COMPILE", "0")
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env.update(self.extra_env)
@@ -362,11 +513,14 @@ class VLLMServer:
         self._log_file = open(self.log_path, "ab")
         self._log_file.write(f"$ {' '.join(self.command())}\n".encode())
         self._log_file.flush()
+        self._owner_pid = os.getpid()
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             env=self.environment(), start_new_session=True, preexec_fn=_parent_death_signal())
         _LIVE.add(self)
         try:
+            self.watchdog = _start_watchdog(self.proc.pid, self._log_file, self.python)
+            _install_signal_handlers()
             self.wait_healthy()
         except BaseException:
             self.stop()
@@ -397,9 +551,13 @@ class VLLMServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after `timeout_s`. Idempotent."""
+        """SIGTERM the server's process group, SIGKILL it after `timeout_s`, then end the watchdog.
+        Idempotent; in a forked copy of the owner it only forgets the server."""
         proc, self.proc = self.proc, None
+        watchdog, self.watchdog = self.watchdog, None
         _LIVE.discard(self)
+        if self._owner_pid != os.getpid():  # a forked child (its atexit, an inherited signal handler,
+            proc = watchdog = None  # a `with` unwinding there) must not stop its parent's server
         if proc is not None:
             for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -411,15 +569,19 @@ class VLLMServer:
                     continue
             # children that outlived the API server (engine core) share its process group
             deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
-                try:
+            while group_members(proc.pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    break  # the group is empty
                 time.sleep(0.1)
+        if watchdog is not None:  # last: had this process died mid-stop, it would have finished the job
+            with contextlib.suppress(ProcessLookupError):
+                watchdog.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=5.0)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        _restore_signal_handlers()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -458,4 +620,4 @@ def describe_flags(server: VLLMServer) -> str:
 
 
 __all__ = ["VLLMEngine", "VLLMServer", "VLLMServerError", "VLLMRequestError", "free_port", "default_dtype",
-           "describe_flags"]
+           "describe_flags", "group_members", "VLLM_PASSTHROUGH_ENV", "VLLM_PASSTHROUGH_PREFIXES"]

@@ -44,6 +44,7 @@ from pydantic import Field
 
 from slm_platform import settings
 from slm_platform.config.models import Toleration, TrainerBlock
+from slm_platform.envs import BASE_PASSTHROUGH_ENV, passthrough
 from slm_platform.orchestration.pod import DEFAULT_SHM_SIZE, build_trainer_pod_meta, build_trainer_pod_spec
 
 DEFAULT_ENTRYPOINT = "slm_platform.training.train_lora"
@@ -61,11 +62,8 @@ TRAINER_BACKEND_ENV = "SLM_TRAINER_BACKEND"  # local | k8s: overrides trainer_fo
 # Variables a local child inherits from this process; everything else (teacher API keys,
 # SLM_DAGSTER_STORAGE_URL, DAGSTER_*) stays out. Add names per launcher with `passthrough_env`.
 LOCAL_PASSTHROUGH_ENV = (
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
-    "SLM_ENV", "SLM_DOMAINS",
-    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
-    "XDG_CACHE_HOME", "TORCH_HOME", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+    *BASE_PASSTHROUGH_ENV, "VIRTUAL_ENV", "SLM_ENV", "SLM_DOMAINS",
+    "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",  # the artifact store on gs://
 )  # fmt: skip
 
 
@@ -183,8 +181,7 @@ class LocalTrainer(TrainerLauncher):
     termination_timeout_s: float = 20.0
 
     def child_env(self) -> dict[str, str]:
-        names = (*LOCAL_PASSTHROUGH_ENV, *self.passthrough_env)
-        inherited = {name: os.environ[name] for name in names if name in os.environ}
+        inherited = passthrough((*LOCAL_PASSTHROUGH_ENV, *self.passthrough_env))
         return {
             **inherited,
             "SLM_HOME": str(settings.home()),
