@@ -478,24 +478,24 @@ def _eval_session(args: argparse.Namespace, specs: list[Any]):
     from slm_platform.evals.session import EvalSession, latest_version
 
     store = ArtifactStore(settings.artifacts_root())
-    common = {"store": store, "guided": not args.no_guided, "base": args.base}
+    options = {"guided": not args.no_guided, "base": args.base}
     if args.bfcl:
         from slm_platform.data.bfcl import bfcl_contract, bfcl_input
 
         turns = _bfcl_turns(Path(args.bfcl), Path(args.answers) if args.answers else None, args.allow_partial)
         turns = turns[: args.limit] if args.limit else turns
-        return EvalSession(f"BFCL {Path(args.bfcl).stem}", turns, bfcl_contract, bfcl_input, specs,
-                           engine=args.engine or "vllm", slice_keys=["category"], **common)
+        return EvalSession(f"BFCL {Path(args.bfcl).stem}", turns, bfcl_contract, bfcl_input, specs, store=store,
+                           engine=args.engine or "vllm", slice_keys=["category"], **options)
     if not args.domain:
         raise SystemExit("give a domain (or --bfcl FILE)")
     domain = Domain.load(_domain_folders([args.domain])[0])
     engine = args.engine or domain.config.serving.engine
     if args.turns:
         return EvalSession.for_domain_turns(domain, Path(args.turns), specs, limit=args.limit, engine=engine,
-                                            **common)
+                                            store=store, **options)
     version = args.dataset or latest_version(store, domain.name)
     return EvalSession.for_domain_split(domain, store, version, args.split, specs, limit=args.limit, engine=engine,
-                                        **common)
+                                        **options)
 
 
 def _bfcl_turns(questions: Path, answers: Path | None, allow_partial: bool) -> list[dict[str, Any]]:

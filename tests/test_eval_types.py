@@ -152,3 +152,24 @@ def test_eval_turns_file_refuses_a_row_that_is_not_a_turn_without_echoing_it(tmp
     assert rc == cli.EXIT_PROBLEMS
     assert f"{path}:3: field 'role'" in err and "one of ['triage']" in err
     assert "12 34" not in err
+
+
+def test_slm_eval_on_a_published_split_with_the_oracle(tmp_path, monkeypatch, capsys):
+    """The CLI path from arguments to a typed session on a dataset version (no engine: the oracle)."""
+    from slm_platform.artifacts import ArtifactStore
+    from slm_platform.data.stages import build_dataset
+    from slm_platform.domain import Domain
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("SLM_ARTIFACTS", str(tmp_path / "artifacts"))
+    assert cli.main(["eval", "support_triage", "--model", "oracle", "--json"]) == cli.EXIT_PROBLEMS
+    assert "no dataset version of support_triage" in capsys.readouterr().err
+    build_dataset(Domain.load(root / "domains" / "support_triage"), ArtifactStore(str(tmp_path / "artifacts")),
+                  "v0001", progress=False)
+    out = tmp_path / "report"
+    assert cli.main(["eval", "support_triage", "--model", "oracle", "--limit", "25", "--json", "--out", str(out)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data) == ["oracle"] and data["oracle"]["n"] == 25
+    assert 0.0 < data["oracle"]["metrics"]["exact_match_rate"] < 1.0
+    report = EvalReport.read(out)
+    assert report.title == "support_triage v0001 test" and report.entry(ModelSpec.oracle()).n == 25
