@@ -16,7 +16,7 @@ from typing import Any
 from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore, sha256_file
 from slm_platform.data.card import render_card
-from slm_platform.data.checks import run_dataset_checks
+from slm_platform.data.checks import run_capture_checks, run_dataset_checks
 from slm_platform.data.pipeline import DatasetBuilder, SourceSpec, quarantine_row
 from slm_platform.data.redaction import Redactor
 from slm_platform.data.sources import Rejected, read_source
@@ -31,6 +31,7 @@ class CaptureResult:
     uri: str
     manifest_hash: str
     stats: dict[str, Any]
+    checks: dict[str, dict[str, Any]]  # the day's gates (data.checks.CAPTURE_CHECKS), from the written files
 
 
 @dataclass
@@ -86,8 +87,10 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                    "not_sampled": stats["not_sampled"], "quarantine": dict(kinds), "redaction": dict(hits),
                    "inbox_found": folder.exists()}
         (staging / "stats.json").write_text(json.dumps(summary, indent=2))
+        checks = run_capture_checks(staging, summary, cfg.max_quarantine_share)
+        (staging / "checks.json").write_text(json.dumps(checks, indent=2))
     manifest = store.read_manifest(capture_dir(domain.name, day))
-    return CaptureResult(store.uri(capture_dir(domain.name, day)), manifest.hash, summary)
+    return CaptureResult(store.uri(capture_dir(domain.name, day)), manifest.hash, summary, checks)
 
 
 def dataset_sources(domain: Domain, store: ArtifactStore, days: list[str] | None = None) -> tuple[list[SourceSpec], list[dict]]:

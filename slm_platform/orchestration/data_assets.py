@@ -5,12 +5,23 @@ from typing import Any
 
 import dagster as dg
 
-from slm_platform.data.checks import CAPTURE_CHECKS, DATASET_CHECKS, run_capture_checks
-from slm_platform.data.stages import DatasetResult, build_dataset, ingest_capture
+from slm_platform.data.checks import CAPTURE_CHECKS, DATASET_CHECKS
+from slm_platform.data.stages import CaptureResult, DatasetResult, build_dataset, ingest_capture
 from slm_platform.domain import Domain
-from slm_platform.layout import capture_dir
 from slm_platform.orchestration.resources import ArtifactStoreResource
 from slm_platform.teachers import teacher_from_config
+
+def capture_metadata(result: CaptureResult) -> dict[str, Any]:
+    s = result.stats
+    return {
+        "dagster/uri": dg.MetadataValue.path(result.uri),
+        "rows_in": dg.MetadataValue.int(s["rows_in"]),
+        "kept": dg.MetadataValue.int(s["kept"]),
+        "quarantined": dg.MetadataValue.int(s["quarantined"]),
+        "not_sampled": dg.MetadataValue.int(s["not_sampled"]),
+        "redaction": dg.MetadataValue.json(s["redaction"]),
+    }
+
 
 def dataset_metadata(result: DatasetResult) -> dict[str, Any]:
     """Key numbers as typed metadata (plotted over versions in the UI) plus the card."""
@@ -51,23 +62,9 @@ def build_data_assets(domain: Domain, *, versions: dg.PartitionsDefinition, days
     @dg.asset(key=capture_key, partitions_def=days, kinds={"jsonl"}, check_specs=capture_checks, **common,
               description=f"One day of {name} traffic, parsed from the inbox and redacted before it is stored.")
     def captured_traffic(context: dg.AssetExecutionContext, artifacts: ArtifactStoreResource) -> dg.MaterializeResult:
-        store = artifacts.store()
-        result = ingest_capture(domain, context.partition_key, store, log=context.log.info)
-        checks = run_capture_checks(store.open_verified(capture_dir(name, context.partition_key)), result.stats,
-                                    domain.config.data.capture.max_quarantine_share)
-        s = result.stats
-        return dg.MaterializeResult(
-            check_results=check_results(checks),
-            metadata={
-                "dagster/uri": dg.MetadataValue.path(result.uri),
-                "rows_in": dg.MetadataValue.int(s["rows_in"]),
-                "kept": dg.MetadataValue.int(s["kept"]),
-                "quarantined": dg.MetadataValue.int(s["quarantined"]),
-                "not_sampled": dg.MetadataValue.int(s["not_sampled"]),
-                "redaction": dg.MetadataValue.json(s["redaction"]),
-            },
-            data_version=dg.DataVersion(result.manifest_hash),
-        )
+        result = ingest_capture(domain, context.partition_key, artifacts.store(), log=context.log.info)
+        return dg.MaterializeResult(metadata=capture_metadata(result), check_results=check_results(result.checks),
+                                    data_version=dg.DataVersion(result.manifest_hash))
 
     check_specs = [
         dg.AssetCheckSpec(check, asset=dataset_key, blocking=True, partitions_def=versions, description=text)
