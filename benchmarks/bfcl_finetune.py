@@ -58,10 +58,11 @@ def split_by_question(turns: list[dict[str, Any]], eval_share: float, val_share:
 
 
 def publish_dataset(store: Any, splits: dict[str, list[dict[str, Any]]], parents: list[dict[str, str]]) -> str:
+    from slm_platform.layout import dataset_dir
     from slm_platform.records import stable_hash
 
     split_id = stable_hash(json.dumps({k: sorted(t["id"] for t in v) for k, v in splits.items()}), 8)
-    rel = f"bfcl/datasets/{split_id}"
+    rel = dataset_dir("bfcl", split_id)
     if store.exists(rel):
         return rel
     with store.publish(rel, kind="dataset", version=split_id, parents=parents,
@@ -89,6 +90,7 @@ def main() -> None:
     from slm_platform.artifacts import ArtifactStore, sha256_file
     from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl
     from slm_platform.evals.session import EvalSession
+    from slm_platform.layout import adapter_dir
     from slm_platform.models.spec import ModelSpec
     from slm_platform.records import stable_hash
 
@@ -113,7 +115,7 @@ def main() -> None:
         key, _, value = item.partition("=")
         recipe[key] = yaml.safe_load(value)
     recipe_id = stable_hash(json.dumps(recipe, sort_keys=True, default=str), 8)
-    adapter = f"bfcl/adapters/{dataset.rsplit('/', 1)[-1]}-{recipe_id}"
+    adapter = adapter_dir("bfcl", f"{dataset.rsplit('/', 1)[-1]}-{recipe_id}")
     if not store.exists(adapter):
         cmd = [sys.executable, "-m", "slm_platform.training.train_lora", "--dataset", dataset, "--output", adapter,
                "--base-model", args.base, *(f"{k}={json.dumps(v)}" for k, v in recipe.items())]
