@@ -1,8 +1,10 @@
-"""The Dagster UI serves both domains' asset groups with their checks (real webserver, real HTTP)."""
+"""The Dagster UI serves both domains' asset groups with their checks, and a broken domain folder as
+its own group that says what is wrong (real webserver, real HTTP)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-QUERY = """{ assetNodes { assetKey { path } groupName
+QUERY = """{ assetNodes { assetKey { path } groupName description
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
+BROKEN = "help_desk"
 
 
 def free_port() -> int:
@@ -27,8 +30,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ui")
+    domains = home / "domains"
+    for name in ("support_triage", "travel"):
+        shutil.copytree(ROOT / "domains" / name, domains / name)
+    shutil.copytree(ROOT / "domains" / "support_triage", domains / BROKEN)  # a copy whose name does not match
     port = free_port()
-    env = dict(os.environ, SLM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+    env = dict(os.environ, SLM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), SLM_DOMAINS=str(domains))
     subprocess.run([sys.executable, "-c", "from slm_platform.orchestration.instance import prepare_home; prepare_home()"],
                    env=env, check=True)
     log = open(home / "webserver.log", "w")
@@ -71,5 +78,10 @@ def test_ui_lists_both_groups_with_blocking_checks(webserver: str) -> None:
         checks = {c["name"]: c["blocking"] for c in dataset["assetChecksOrError"]["checks"]}
         assert checks == {"no_split_leakage": True, "labels_valid": True, "min_rows": True, "rows_conserved": True}
         assert by_key[f"{domain}/captured_traffic"]["groupName"] == domain
+    # the broken folder took nothing down and says what is wrong: file, field path, found, expected
+    broken = by_key[f"{BROKEN}/config_error"]
+    assert broken["groupName"] == BROKEN
+    assert f"{BROKEN}/slm.config.yaml: domain.name: found 'support_triage', expected the folder name" \
+        in broken["description"], broken["description"]
     page = httpx.get(f"{webserver}/assets", timeout=30)
     assert page.status_code == 200 and "<html" in page.text.lower()
