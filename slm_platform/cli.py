@@ -312,9 +312,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--day", help="capture day YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--simulate", type=int, default=None,
                         help="simulated turns for an empty capture day (default: data.simulate_per_day)")
-    parser.add_argument("--until", default="eval_report",
-                        choices=["dataset", "baseline_eval", "adapter", "eval_report"],
-                        help="last stage of the pass (default: eval_report, the whole pass; the adapter "
+    parser.add_argument("--until", default="package",
+                        choices=["dataset", "baseline_eval", "adapter", "eval_report", "package"],
+                        help="last stage of the pass (default: package, the whole pass; the adapter "
                              "stage trains LoRA on the CPU, 25-50 minutes per domain on 2 cores; "
                              "--until baseline_eval stops before training)")
 

@@ -8,6 +8,7 @@ production). Per domain (ARCHITECTURE.md §4):
     base_models/<candidate key>/          a converted base model, shared by every domain
     <domain>/adapters/<v>/                a LoRA adapter trained on datasets/<v>
     <domain>/evals/<v>/<name>/            an eval report of version <v> (baseline, candidate)
+    <domain>/packages/<v>/                the servable package of version <v> (lora/ and merged/ forms)
     <domain>/releases/current/            the release pointer
 """
 
@@ -53,6 +54,14 @@ def baseline_eval_dir(domain: str, version: str) -> str:
 
 def candidate_eval_dir(domain: str, version: str) -> str:
     return eval_dir(domain, version, CANDIDATE_EVAL)
+
+
+def packages_root(domain: str) -> str:
+    return f"{domain}/packages"
+
+
+def package_dir(domain: str, version: str) -> str:
+    return f"{packages_root(domain)}/{version}"
 
 
 def release_dir(domain: str) -> str:

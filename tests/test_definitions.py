@@ -30,7 +30,9 @@ def test_one_group_per_domain_with_blocking_partitioned_checks(defs: dg.Definiti
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     for domain in DOMAINS:
-        assert {f"{domain}/captured_traffic", f"{domain}/dataset"} <= keys
+        assert {f"{domain}/captured_traffic", f"{domain}/dataset", f"{domain}/package"} <= keys
+        package = graph.get(dg.AssetKey([domain, "package"]))
+        assert dg.AssetKey([domain, "eval_report"]) in package.parent_keys  # after the blocking gates
         node = graph.get(dg.AssetKey([domain, "dataset"]))
         assert node.group_name == domain
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)

@@ -13,6 +13,11 @@ from typing import Any
 
 from slm_platform.domain.contract import RoleContract
 
+# The rendering rules' version: packages record it so a server can refuse to render a model's
+# prompts with different rules than it was trained with. Bump it when any output of this module
+# changes for the same (role, input) or output.
+RENDERER_VERSION = 1
+
 TOOL_INSTRUCTION = (
     "You can call exactly one of these tools. Answer with a single JSON object "
     '{"name": <tool name>, "arguments": {...}} and nothing else.\nTools:\n'

@@ -13,6 +13,7 @@ import dagster as dg
 
 from slm_platform.orchestration.data_assets import build_data_assets
 from slm_platform.orchestration.model_assets import build_model_assets
+from slm_platform.orchestration.package_assets import build_package_assets
 from slm_platform.orchestration.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
@@ -48,4 +49,5 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     assets, checks, jobs = build_data_assets(domain, versions=versions, days=days, common=common)
     assets += build_model_assets(domain, versions=versions, common=common)
     training, resources = build_training_assets(domain, versions=versions, common=common)
-    return dg.Definitions(assets=assets + training, asset_checks=checks, jobs=jobs, resources=resources)
+    assets += training + build_package_assets(domain, versions=versions, common=common)
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)

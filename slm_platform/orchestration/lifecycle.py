@@ -2,7 +2,8 @@
 
 It materializes the same asset definitions the UI shows (so every run appears there with its
 metadata and checks), in the order of the graph: capture day -> base models -> a new candidate
-version's dataset -> baseline eval -> adapter -> eval report. On the embedded defaults the
+version's dataset -> baseline eval -> adapter -> eval report -> package (only when every gate
+passed: the gates are blocking checks). On the embedded defaults the
 domain's simulator stands in for production traffic: it fills today's capture inbox when empty.
 """
 
@@ -26,7 +27,7 @@ from slm_platform.orchestration.model_assets import candidates_partitions
 from slm_platform.orchestration.resources import resources_for
 
 # the version-partitioned stages, in graph order; `slm run --until <stage>` stops after one
-VERSION_STAGES = ("dataset", "baseline_eval", "adapter", "eval_report")
+VERSION_STAGES = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
 # the terminal shows INFO and up (asset logs, failures); every event is in the instance for the UI
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -78,7 +79,7 @@ def _values(metadata: Any) -> dict[str, Any]:
 
 
 def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = None, simulate: int | None = None,
-             until: str = "eval_report", log=print) -> PassResult:
+             until: str = "package", log=print) -> PassResult:
     """Capture today's traffic, build a new version and take it as far as `until`."""
     if until not in VERSION_STAGES:
         raise ValueError(f"until must be one of {VERSION_STAGES}, found {until!r}")
