@@ -540,6 +540,142 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK  # not reached
 
 
+# --- slm registry ---------------------------------------------------------------------------------
+def _registry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["ls", "show", "promote", "rollback", "history"],
+                        help="ls: every version's state; show V: one version; promote V; rollback [--to V]; "
+                             "history [--at TIME]")
+    parser.add_argument("domain", help="domain name")
+    parser.add_argument("version", nargs="?", help="the version (show, promote)")
+    parser.add_argument("--role", help="one role (default: every role the package serves)")
+    parser.add_argument("--to", help="rollback: an earlier champion (default: the previous one)")
+    parser.add_argument("--reason", help="why (recorded with the event; required by promote and rollback)")
+    parser.add_argument("--at", help="history: what served at this time (ISO-8601; UTC when no zone is given)")
+
+
+@subcommand("registry", "Release registry: version states, promote, rollback, and the replayable alias history.",
+            _registry_arguments)
+def cmd_registry(args: argparse.Namespace) -> int:
+    import getpass
+
+    from slm_platform.artifacts import ArtifactStore
+    from slm_platform.orchestration import registry as reg
+    from slm_platform.orchestration.instance import get_instance
+
+    if args.action in ("show", "promote") and not args.version:
+        raise SystemExit(f"slm registry {args.action} needs a version, e.g. slm registry {args.action} "
+                         f"{args.domain} v0001")
+    if args.action in ("promote", "rollback") and not args.reason:
+        raise SystemExit(f"slm registry {args.action} needs --reason TEXT (it is recorded in the history)")
+    console, store, instance = _console(), ArtifactStore.from_env(), get_instance()
+    try:
+        if args.action in ("promote", "rollback"):
+            actor = getpass.getuser()
+            try:
+                moved = (reg.promote(instance, store, args.domain, args.version, role=args.role, actor=actor,
+                                     reason=args.reason) if args.action == "promote" else
+                         reg.rollback(instance, store, args.domain, role=args.role, to=args.to, actor=actor,
+                                      reason=args.reason))
+            except reg.ReleaseRefused as exc:
+                print(f"refused: {args.action} {args.domain} {args.version or args.to or ''}".rstrip(), file=sys.stderr)
+                _print_problems([f"- {r}" for r in exc.reasons])
+                return EXIT_PROBLEMS
+            for m in moved:
+                e = m.event
+                console.print(f"{e.action}: {args.domain}/{e.role} champion {e.from_version or '-'} -> "
+                              f"[bold]{e.to_version}[/] (event {m.seq}, package {e.package_hash[:12]})")
+            return EXIT_OK
+        reg.reconcile(instance, store, args.domain)
+        if args.action == "history":
+            return _registry_history(console, reg.read_log(instance, args.domain), args)
+        return _registry_versions(console, instance, store, args)
+    finally:
+        instance.dispose()
+
+
+def _registry_history(console, log, args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from rich.table import Table
+
+    from slm_platform.registry.history import replay, served_at
+
+    state = replay(log)
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise SystemExit(f"--at {args.at!r}: expected ISO-8601, e.g. 2026-11-30T14:05:00Z") from None
+        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        roles = [args.role] if args.role else sorted(state.aliases)
+        for role in roles:
+            target = served_at(log, role, at)
+            console.print(f"{args.domain}/{role} at {at.isoformat()}: "
+                          + (f"[bold]{target.version}[/] (package {target.package_hash[:12]})" if target else "nothing"))
+        return EXIT_OK
+    table = Table(title=f"{args.domain} release history ({len(log)} events)")
+    for col in ("event", "recorded (UTC)", "role", "alias", "action", "from", "to", "actor", "reason", "outcome"):
+        table.add_column(col)
+    for o in state.outcomes:
+        e = o.logged.event
+        if args.role and e.role != args.role:
+            continue
+        when = datetime.fromtimestamp(o.logged.recorded_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(o.logged.seq), when, e.role, e.alias, e.action, e.from_version or "-", e.to_version, e.actor,
+                      e.reason, "applied" if o.applied else f"[yellow]conflict (was {o.found or '-'})")
+    console.print(table)
+    return EXIT_OK
+
+
+def _registry_versions(console, instance, store, args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from slm_platform.layout import release_pointer_path
+    from slm_platform.orchestration import registry as reg
+    from slm_platform.registry.history import version_states
+    from slm_platform.registry.pointer import read_pointer
+
+    state = reg.registry_state(instance, args.domain)
+    facts = reg.version_facts(instance, store, args.domain)
+    states = version_states(state, facts)
+    aliases = {}
+    for role, targets in sorted(state.aliases.items()):
+        for alias, t in targets.items():
+            aliases.setdefault(t.version, []).append(f"{role}:{alias}")
+    if args.action == "ls":
+        table = Table(title=f"{args.domain} versions")
+        for col in ("version", "state", "aliases", "gates", "packaged"):
+            table.add_column(col)
+        for v, s in states.items():
+            f = facts.get(v)
+            gates = "–" if f is None or f.gates_passed is None else (
+                "passed" if f.gates_passed else "failed: " + ", ".join(f.failed_gates))
+            table.add_row(v, s.value, ", ".join(aliases.get(v, [])), gates, "yes" if f and f.packaged else "no")
+        console.print(table)
+        pointer = read_pointer(store, args.domain)
+        console.print(f"pointer: {store.uri(release_pointer_path(args.domain))} "
+                      f"(event {pointer.last_event if pointer else '-'})")
+        return EXIT_OK
+    version = args.version
+    if version not in states:
+        raise SystemExit(f"{args.domain} has no version {version!r}; known: {sorted(states)}")
+    cand = reg.inspect_candidate(instance, store, args.domain, version)
+    console.print(f"[bold]{args.domain} {version}[/]: {states[version].value}"
+                  + (f" ({', '.join(aliases[version])})" if version in aliases else ""))
+    console.print(f"package: {store.uri(cand.package_rel)} "
+                  + (f"manifest {cand.package_hash[:12]}" if cand.package_hash else "(not verifiable)"))
+    console.print(f"compared with: {cand.report.reference if cand.report else '–'}")
+    for name, verdict in cand.evidence.items():
+        console.print(f"- {name}: {verdict}")
+    for reason in cand.reasons:
+        console.print(f"[red]not releasable:[/] {reason}")
+    moves = [o for o in state.outcomes if o.applied and o.logged.event.to_version == version]
+    for o in moves:
+        e = o.logged.event
+        console.print(f"event {o.logged.seq}: {e.action} {e.role}/{e.alias} by {e.actor}: {e.reason}")
+    return EXIT_OK
+
+
 # --- entry point --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """`slm ...`; returns the exit code (the console script passes it to sys.exit)."""

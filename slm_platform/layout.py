@@ -9,7 +9,7 @@ production). Per domain (ARCHITECTURE.md §4):
     <domain>/adapters/<v>/                a LoRA adapter trained on datasets/<v>
     <domain>/evals/<v>/<name>/            an eval report of version <v> (baseline, candidate)
     <domain>/packages/<v>/                the servable package of version <v> (lora/ and merged/ forms)
-    <domain>/releases/current/            the release pointer
+    <domain>/releases/current.json        the release pointer (one file, replaced whole)
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ def base_model_dir(key: str) -> str:
     return f"{BASE_MODELS}/{key}"
 
 
+def adapters_root(domain: str) -> str:
+    return f"{domain}/adapters"
+
+
 def adapter_dir(domain: str, version: str) -> str:
-    return f"{domain}/adapters/{version}"
+    return f"{adapters_root(domain)}/{version}"
 
 
 def eval_dir(domain: str, version: str, name: str) -> str:
@@ -64,5 +68,6 @@ def package_dir(domain: str, version: str) -> str:
     return f"{packages_root(domain)}/{version}"
 
 
-def release_dir(domain: str) -> str:
-    return f"{domain}/releases/current"
+def release_pointer_path(domain: str) -> str:
+    """A single file, not an artifact folder: it is replaced whole on every alias move."""
+    return f"{domain}/releases/current.json"

@@ -132,3 +132,47 @@ def test_every_pinned_dependency_is_imported_or_explained():
         if not re.search(rf"^\s*(import|from)\s+{re.escape(name)}\b", sources, re.M):
             unexplained.append(dist)
     assert unexplained == [], f"pinned but never imported: {unexplained}"
+
+
+def _closure(names: list[str]) -> set[str]:
+    """The pinned distributions and everything they require, as installed here (normalized names)."""
+    from importlib import metadata
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    seen: set[str] = set()
+    todo = [norm(re.sub(r"\[.*\]", "", n)) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(norm(req.name))
+    return seen
+
+
+def test_every_imported_third_party_module_comes_from_a_pinned_distribution():
+    """A module that is only installed because an unpinned package pulled it in breaks a clean clone
+    the day that package goes (xxhash came with `datasets`; dropping the pin broke CI)."""
+    from importlib import metadata
+
+    provided = metadata.packages_distributions()
+    allowed = _closure(_pins())
+    missing = {}
+    for path in (p for d in ("slm_platform", "tests", "benchmarks", "scripts", "domains") for p in (ROOT / d).rglob("*.py")):
+        for name in re.findall(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", path.read_text(), re.M):
+            if name in sys.stdlib_module_names or name == "slm_platform" or name not in provided:
+                continue
+            dists = {re.sub(r"[-_.]+", "-", d).lower() for d in provided[name]}
+            if not dists & allowed:
+                missing[name] = sorted(dists)
+    assert missing == {}, f"imported but not pinned (nor required by a pin): {missing}"

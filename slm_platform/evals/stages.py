@@ -3,7 +3,7 @@
 `run_baseline_eval` measures the floor (oracle), the ceiling (teacher, when configured) and every
 base candidate zero-shot on a dataset version's test split, picks the base model and decides
 whether to fine-tune. `run_candidate_eval` measures the version's adapter against the floor and a
-reference (the current release, re-evaluated on the same turns; else the chosen base model from
+reference (the current champion, re-evaluated on the same turns; else the chosen base model from
 the baseline) and judges the promotion gates. Both publish a report artifact (report.json as an
 `EvalReport`, report.md, chart.png, predictions) and return it typed; the Dagster assets and the
 CLI only present what comes back.
@@ -24,7 +24,7 @@ from slm_platform.evals.session import EvalSession
 from slm_platform.layout import adapter_dir, base_model_dir, baseline_eval_dir, candidate_eval_dir, dataset_dir
 from slm_platform.models import candidate_key
 from slm_platform.models.spec import ModelSpec
-from slm_platform.registry.releases import current_release
+from slm_platform.registry.releases import current_release, reference_name
 
 Log = Callable[[str], None]
 
@@ -89,7 +89,7 @@ def run_candidate_eval(domain: Domain, store: ArtifactStore, version: str, *,
     specs = [candidate]
     if has_floor(domain):
         specs.insert(0, ModelSpec.oracle())
-    release = current_release(store, name)
+    release = current_release(store, name, next(iter(domain.roles)))  # a package serves every role
     incumbent = ModelSpec.adapter(release.adapter) if release is not None else None
     if incumbent is not None:
         specs.append(incumbent)
@@ -98,7 +98,7 @@ def run_candidate_eval(domain: Domain, store: ArtifactStore, version: str, *,
     floor = results[ModelSpec.oracle()].report if ModelSpec.oracle() in results else None
     reference: EntryReport | None
     if release is not None and incumbent is not None:
-        reference, ref_name = results[incumbent].report, f"release {release.version}"
+        reference, ref_name = results[incumbent].report, reference_name(release.version)
     else:
         baseline = EvalReport.read(store.open_verified(baseline_eval_dir(name, version)))
         chosen = baseline.decision.chosen_base if baseline.decision else domain.config.model.candidates[0]

@@ -14,6 +14,7 @@ import dagster as dg
 from slm_platform.orchestration.data_assets import build_data_assets
 from slm_platform.orchestration.model_assets import build_model_assets
 from slm_platform.orchestration.package_assets import build_package_assets
+from slm_platform.orchestration.registry_assets import build_release_assets
 from slm_platform.orchestration.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
@@ -50,4 +51,5 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     assets += build_model_assets(domain, versions=versions, common=common)
     training, resources = build_training_assets(domain, versions=versions, common=common)
     assets += training + build_package_assets(domain, versions=versions, common=common)
+    assets += build_release_assets(domain, common=common)
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)
