@@ -507,7 +507,7 @@ def _bfcl_turns(questions: Path, answers: Path | None, allow_partial: bool) -> l
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc}; pass the possible-answer file with --answers FILE") from None
     if rejected:
-        unanswered = sum(1 for r in rejected if "has no answer" in r.reason)
+        unanswered = sum(1 for r in rejected if r.kind == "unanswered")
         total = len(turns) + len(rejected)
         first = "; ".join(f"{r.location}: {r.reason}" for r in rejected[:3])
         what = (f"{len(rejected)} of {total} BFCL rows of {questions.name} cannot be scored "

@@ -16,7 +16,6 @@ tests/test_eval_integration.py. `eval.max_examples` keeps the test split at 30 t
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest

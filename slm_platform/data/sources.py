@@ -59,7 +59,7 @@ class Rejected:
     location: str  # "file.jsonl:17" (1-based line) or "file.json:[3]" (index in the document)
     reason: str  # which field was wrong and what was expected; never quotes a value
     raw: str  # the raw row as text, at most RAW_SCAN characters (unredacted)
-    kind: str = "parse_error"  # "unknown_role" when the role is not one of the domain's
+    kind: str = "parse_error"  # "unknown_role": role not one of the domain's; "unanswered": a BFCL question without answer
     value: Any = None  # the parsed row when it was JSON (unredacted): redacted field by field, then dumped
 
 
@@ -713,7 +713,7 @@ def _from_bfcl(obj: Any, answers: dict[str, Any], file_category: str, domain: st
                    "parameters}") from None
     answer = answers.get(qid)
     if answer is None:
-        raise _Bad("question has no answer in the possible-answer file; expected a row with the same id")
+        raise _Bad("question has no answer in the possible-answer file; expected a row with the same id", "unanswered")
     truth = answer.get("ground_truth")
     if not isinstance(truth, list) or not all(isinstance(c, dict) and len(c) == 1 for c in truth):
         raise _Bad("answer ground_truth is not a list of {function_name: {param: [values]}}")

@@ -289,7 +289,7 @@ def _limits(inputs: PackageInputs) -> list[str]:
 
 
 def render_card(inputs: PackageInputs, parity: MergeParity, forms: tuple[str, ...], license: License) -> ModelCard:
-    cfg, base = inputs.domain.config, inputs.base
+    base = inputs.base
     tags = ["slm_platform", inputs.domain.name, "lora", "peft", "structured-output", "json"]
     if any(c.kind == "tool_call" or c.tools for c in inputs.domain.roles.values()):
         tags.append("tool-calling")
