@@ -361,7 +361,8 @@ def _summary_table(results: list[Any]):
     from slm_platform.models.spec import ModelSpec
 
     table = Table(title="slm run summary")
-    for col in ("domain", "version", "rows in", "train/val/test", "metric", "floor", "base", "fine-tuned", "gates"):
+    for col in ("domain", "version", "rows in", "train/val/test", "metric", "floor", "base", "fine-tuned", "gates",
+                "release"):
         table.add_column(col)
     for r in results:
         data = r.metadata.get("dataset", {})
@@ -377,7 +378,8 @@ def _summary_table(results: list[Any]):
         gates = ("all passed" if not failed else "failed: " + ", ".join(failed)) if r.checks else "not run"
         split = "/".join(str(data.get(k, "-")) for k in ("train", "val", "test"))
         table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split, primary,
-                      *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates)
+                      *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates,
+                      r.release or "-")
     return table
 
 
@@ -542,14 +544,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 # --- slm registry ---------------------------------------------------------------------------------
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["ls", "show", "promote", "rollback", "history"],
-                        help="ls: every version's state; show V: one version; promote V; rollback [--to V]; "
-                             "history [--at TIME]")
+    parser.add_argument("action", choices=["ls", "show", "promote", "approve", "rollback", "history"],
+                        help="ls: every version's state; show V: one version; promote V; approve V (the "
+                             "challenger awaiting approval becomes champion); rollback [--to V]; history [--at TIME]")
     parser.add_argument("domain", help="domain name")
-    parser.add_argument("version", nargs="?", help="the version (show, promote)")
+    parser.add_argument("version", nargs="?", help="the version (show, promote, approve)")
     parser.add_argument("--role", help="one role (default: every role the package serves)")
     parser.add_argument("--to", help="rollback: an earlier champion (default: the previous one)")
-    parser.add_argument("--reason", help="why (recorded with the event; required by promote and rollback)")
+    parser.add_argument("--alias", choices=["champion", "challenger"], default="champion",
+                        help="promote: the alias to move (default: champion)")
+    parser.add_argument("--reason", help="why (recorded with the event; required by promote, approve, rollback)")
     parser.add_argument("--at", help="history: what served at this time (ISO-8601; UTC when no zone is given)")
 
 
@@ -562,27 +566,32 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from slm_platform.orchestration import registry as reg
     from slm_platform.orchestration.instance import get_instance
 
-    if args.action in ("show", "promote") and not args.version:
+    if args.action in ("show", "promote", "approve") and not args.version:
         raise SystemExit(f"slm registry {args.action} needs a version, e.g. slm registry {args.action} "
                          f"{args.domain} v0001")
-    if args.action in ("promote", "rollback") and not args.reason:
+    if args.action in ("promote", "approve", "rollback") and not args.reason:
         raise SystemExit(f"slm registry {args.action} needs --reason TEXT (it is recorded in the history)")
     console, store, instance = _console(), ArtifactStore.from_env(), get_instance()
     try:
-        if args.action in ("promote", "rollback"):
+        if args.action in ("promote", "approve", "rollback"):
             actor = getpass.getuser()
             try:
-                moved = (reg.promote(instance, store, args.domain, args.version, role=args.role, actor=actor,
-                                     reason=args.reason) if args.action == "promote" else
-                         reg.rollback(instance, store, args.domain, role=args.role, to=args.to, actor=actor,
-                                      reason=args.reason))
+                if args.action == "promote":
+                    moved = reg.promote(instance, store, args.domain, args.version, role=args.role, alias=args.alias,
+                                        actor=actor, reason=args.reason)
+                elif args.action == "approve":
+                    moved = reg.approve(instance, store, args.domain, args.version, role=args.role, actor=actor,
+                                        reason=args.reason)
+                else:
+                    moved = reg.rollback(instance, store, args.domain, role=args.role, to=args.to, actor=actor,
+                                         reason=args.reason)
             except reg.ReleaseRefused as exc:
                 print(f"refused: {args.action} {args.domain} {args.version or args.to or ''}".rstrip(), file=sys.stderr)
                 _print_problems([f"- {r}" for r in exc.reasons])
                 return EXIT_PROBLEMS
             for m in moved:
                 e = m.event
-                console.print(f"{e.action}: {args.domain}/{e.role} champion {e.from_version or '-'} -> "
+                console.print(f"{e.action}: {args.domain}/{e.role} {e.alias} {e.from_version or '-'} -> "
                               f"[bold]{e.to_version}[/] (event {m.seq}, package {e.package_hash[:12]})")
             return EXIT_OK
         reg.reconcile(instance, store, args.domain)
@@ -652,6 +661,9 @@ def _registry_versions(console, instance, store, args: argparse.Namespace) -> in
                 "passed" if f.gates_passed else "failed: " + ", ".join(f.failed_gates))
             table.add_row(v, s.value, ", ".join(aliases.get(v, [])), gates, "yes" if f and f.packaged else "no")
         console.print(table)
+        for role, v in state.awaiting_approval().items():
+            console.print(f"[yellow]awaiting approval:[/] {args.domain}/{role} challenger {v} "
+                          f"(slm registry approve {args.domain} {v} --reason TEXT)")
         pointer = read_pointer(store, args.domain)
         console.print(f"pointer: {store.uri(release_pointer_path(args.domain))} "
                       f"(event {pointer.last_event if pointer else '-'})")

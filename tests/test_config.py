@@ -124,7 +124,7 @@ def test_full_fixture_sets_every_block_to_non_default_values():
     # every field the fixture writes differs from its default (fields added later may be left out)
     for dotted in ["data.capture", "data.redaction", "data.dedupe", "data.clustering", "data.split", "data.labels",
                    "data.min_rows", "teacher", "teacher.pricing", "model.recipe", "model.trainer", "eval",
-                   "serving"]:
+                   "serving", "improvement"]:
         block, written = cfg, raw
         for part in dotted.split("."):
             block, written = getattr(block, part), written[part]
@@ -378,7 +378,7 @@ def test_unknown_keys_are_named_with_the_accepted_ones(tmp_path):
         f"{path}: domain.ownres: found unknown key 'ownres', "
         "expected one of the keys name, owners (did you mean 'owners'?)",
         f"{path}: evals: found unknown key 'evals', "
-        "expected one of the keys domain, contract, data, teacher, model, eval, serving (did you mean 'eval'?)",
+        "expected one of the keys domain, contract, data, teacher, model, eval, serving, improvement (did you mean 'eval'?)",
     ]
 
 
@@ -393,25 +393,30 @@ def _set(doc: dict, dotted: str, value: Any) -> None:
 @pytest.mark.parametrize("dotted", sorted(REMOVED))
 def test_removed_key_in_an_old_config_is_refused_with_the_reason(tmp_path, dotted):
     data = full_dict()
-    _set(data, dotted, {"mode": "manual"} if dotted == "improvement" else "x")
+    _set(data, dotted, "x")
     path, p = only_problem(tmp_path, data)
     assert (p.file, p.path) == (str(path), dotted)
     assert p.found == f"unknown key {dotted.split('.')[-1]!r}, removed because {REMOVED[dotted]}"
     assert p.expected.startswith("one of the keys ")
 
 
-def test_old_config_with_improvement_and_serving_routes(tmp_path):
+def test_old_config_with_an_early_improvement_block_and_serving_routes(tmp_path):
     data = full_dict()
-    data["improvement"] = {"schedule": "0 3 * * *", "promotion": {"mode": "manual"}}
+    data["improvement"] = {"schedule": "0 3 * * *", "promotion": "auto"}
     data["serving"]["routes"] = {"triage": "slm"}
     path, problems = problems_of(tmp_path, data)
     assert [str(p) for p in problems] == [
         f"{path}: serving.routes: found unknown key 'routes', removed because nothing read it "
         "(there is no serving gateway yet), expected one of the keys engine, guided_decoding",
-        f"{path}: improvement: found unknown key 'improvement', removed because nothing read it "
-        "(there is no improvement loop yet), expected one of the keys domain, contract, data, teacher, model, "
-        "eval, serving",
+        f"{path}: improvement.schedule: found unknown key 'schedule', expected one of the keys promotion",
     ]
+
+
+def test_promotion_mode_value(tmp_path):
+    data = full_dict()
+    data["improvement"] = {"promotion": "manual"}
+    path, p = only_problem(tmp_path, data)
+    assert (p.path, p.found, p.expected) == ("improvement.promotion", "'manual'", "'auto' or 'approval'")
 
 
 def test_no_removed_key_is_a_field():
@@ -785,6 +790,7 @@ READERS: dict[str, tuple[str, str]] = {
     "eval.max_tokens": (r"eval\.max_tokens\b", "eval session"),
     "serving.engine": (r"config\.serving\.engine\b", "eval engine (baseline_eval, eval_report, slm eval)"),
     "serving.guided_decoding": (r"config\.serving\.guided_decoding\b", "eval guided decoding"),
+    "improvement.promotion": (r"improvement\.promotion\b", "slm run: promote or wait for approval"),
 }
 
 
@@ -833,7 +839,6 @@ NOT_BUILT = {
     r"\bgateway\b": "there is no serving gateway",
     r"\bshadow": "there is no shadow traffic",
     r"fall(s)? ?back": "there is no fallback chain",
-    r"\bpromot": "there is no promotion",
     r"drift report": "there is no drift report",
     r"\bgolden\b": "there are no golden sets (eval.golden was removed)",
 }

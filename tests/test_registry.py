@@ -112,8 +112,15 @@ def test_promote_two_versions_then_rollback_in_one_step(world):
     # the log holds who, why and the evidence; the Dagster observation carries readable fields too
     assert [(e.event.actor, e.event.reason) for e in log] == [
         ("ana", "first release"), ("bo", "beats v0001 on fr"), ("ana", "bad latency")]
-    obs = instance.fetch_observations(dg.AssetKey([DOMAIN, "release"]), limit=1).records[0].asset_observation
-    assert obs.metadata["action"].value == "rollback" and obs.metadata["reason"].value == "bad latency"
+    state_obs, event_obs = [r.asset_observation for r in
+                            instance.fetch_observations(dg.AssetKey([DOMAIN, "release"]), limit=2).records]
+    assert event_obs.metadata["action"].value == "rollback" and event_obs.metadata["reason"].value == "bad latency"
+    # then what the release asset's page shows: the champion now and the history table, newest first
+    assert "event" not in state_obs.metadata and state_obs.metadata[f"champion/{ROLE}"].value == "v0001"
+    table = state_obs.metadata["history"].value.splitlines()
+    assert table[0].startswith("| event |") and len(table) == 2 + 3
+    assert "| rollback | v0002 | v0001 | ana | bad latency | applied |" in table[2]
+    assert "| promote | - | v0001 | ana | first release | applied |" in table[-1]
 
     pointer = read_pointer(store, DOMAIN)
     state = replay(log)
@@ -156,6 +163,78 @@ def test_a_challenger_sits_beside_the_champion_until_promoted(world):
     reg.promote(instance, store, DOMAIN, "v0002", actor="ana", reason="shadow looked good")
     roles = read_pointer(store, DOMAIN).roles[ROLE]
     assert (roles.champion.version, roles.challenger) == ("v0002", None)  # promoted: no longer the challenger
+
+
+def test_approval_leaves_the_challenger_waiting_until_approved(world):
+    instance, store = world
+    reg.promote(instance, store, DOMAIN, "v0001", actor="ana", reason="r1")
+    reg.promote(instance, store, DOMAIN, "v0002", alias="challenger", actor="slm run", reason="awaiting approval")
+    state = reg.registry_state(instance, DOMAIN)
+    assert state.awaiting_approval() == {ROLE: "v0002"} and champion(store) == "v0001"
+    latest = instance.fetch_observations(dg.AssetKey([DOMAIN, "release"]), limit=1).records[0].asset_observation
+    assert latest.metadata["awaiting approval"].value == f"{ROLE}: v0002"  # visible on the release asset
+    with pytest.raises(reg.ReleaseRefused, match="v0004 is not the challenger of any role"):
+        reg.approve(instance, store, DOMAIN, "v0004", actor="bo", reason="?")
+    [moved] = reg.approve(instance, store, DOMAIN, "v0002", actor="bo", reason="looked at the report")
+    assert (moved.event.action, moved.event.alias, moved.event.from_version) == ("approve", "champion", "v0001")
+    assert champion(store) == "v0002" and reg.registry_state(instance, DOMAIN).awaiting_approval() == {}
+    with pytest.raises(reg.ReleaseRefused, match="awaiting approval: none"):
+        reg.approve(instance, store, DOMAIN, "v0002", actor="bo", reason="again")
+
+
+def test_a_pass_releases_per_improvement_promotion(world):
+    """The end of `slm run`: auto promotes to champion; approval makes a waiting challenger."""
+    from slm_platform.domain import Domain
+    from slm_platform.orchestration.lifecycle import release_version
+
+    instance, store = world
+    loaded = Domain.load(TESTS.parent / "domains" / DOMAIN)
+
+    def with_mode(mode: str) -> Domain:
+        cfg = loaded.config.model_copy(deep=True)
+        cfg.improvement.promotion = mode
+        return Domain(loaded.root, cfg, loaded.roles)
+
+    assert release_version(with_mode("auto"), instance, store, "v0001") == f"champion of {ROLE}"
+    assert champion(store) == "v0001"
+    said = release_version(with_mode("approval"), instance, store, "v0002")
+    assert said.startswith(f"challenger of {ROLE}, awaiting approval: slm registry approve {DOMAIN} v0002")
+    assert champion(store) == "v0001" and reg.registry_state(instance, DOMAIN).awaiting_approval() == {ROLE: "v0002"}
+    said = release_version(with_mode("auto"), instance, store, "v0004")  # compared with the base, not v0001
+    assert said.startswith("not released: eval_report[v0004] compared it with 'base model")
+    [event] = [o.logged.event for o in reg.registry_state(instance, DOMAIN).outcomes if o.logged.event.to_version == "v0002"]
+    assert event.alias == "challenger" and "improvement.promotion: approval" in event.reason
+
+
+def test_release_jobs_promote_approve_and_roll_back_from_the_launchpad(world):
+    """The UI's jobs run the same operations on the instance; a refusal fails the run with its reasons."""
+    from slm_platform.domain import Domain
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.resources import ArtifactStoreResource
+
+    instance, store = world
+    defs = dg.Definitions.merge(build_domain_defs(Domain.load(TESTS.parent / "domains" / DOMAIN)), dg.Definitions(
+        resources={"artifacts": ArtifactStoreResource(root=str(store.local_root))}))
+
+    def run(action: str, **config) -> dg.ExecuteInProcessResult:
+        job = defs.resolve_job_def(f"{DOMAIN}_{action}")
+        return job.execute_in_process(run_config={"ops": {f"{DOMAIN}_{action}_op": {"config": config}}},
+                                      instance=instance, raise_on_error=False)
+
+    assert run("promote", version="v0001", reason="first", actor="ana").success
+    assert run("promote", version="v0002", reason="shadow it", alias="challenger").success
+    assert run("approve", version="v0002", reason="approved in the UI").success
+    assert champion(store) == "v0002"
+    refused = run("promote", version="v0003", reason="try")
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.is_step_failure]
+    assert "gate 'schema_valid' failed for v0003" in failure.step_failure_data.error.message
+    assert run("rollback", reason="undo in one step").success
+    assert champion(store) == "v0001"
+    log = reg.read_log(instance, DOMAIN)
+    assert [(e.event.action, e.event.to_version) for e in log] == [
+        ("promote", "v0001"), ("promote", "v0002"), ("approve", "v0002"), ("rollback", "v0001")]
+    assert log[0].event.actor == "ana" and log[1].event.actor.startswith("dagster run ")
 
 
 def test_the_release_asset_is_declared_in_the_domain_group():

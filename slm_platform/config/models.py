@@ -32,7 +32,6 @@ REMOVED: dict[str, str] = {
     "serving.fallback": "nothing read it (there is no serving gateway yet)",
     "serving.shadow": "nothing read it (there is no serving gateway yet)",
     "serving.latency_budget_ms": "nothing read it (there is no serving gateway yet)",
-    "improvement": "nothing read it (there is no improvement loop yet)",
 }
 
 
@@ -348,6 +347,15 @@ class ServingBlock(Strict):
     guided_decoding: bool = True
 
 
+# --- improvement ---------------------------------------------------------------------------------
+class ImprovementBlock(Strict):
+    # What happens to a version that passed every gate and was packaged at the end of a pass
+    # (`slm run`): `auto` promotes it to champion at once; `approval` makes it the challenger, and
+    # it waits (visible in `slm registry ls` and on the release asset) for
+    # `slm registry approve <domain> <version> --reason TEXT` or the UI's approve job.
+    promotion: Literal["auto", "approval"] = "auto"
+
+
 # --- the file -----------------------------------------------------------------------------------
 class DomainConfig(Strict):
     domain: DomainBlock
@@ -357,6 +365,7 @@ class DomainConfig(Strict):
     model: ModelBlock = Field(default_factory=ModelBlock)
     eval: EvalBlock = Field(default_factory=EvalBlock)
     serving: ServingBlock = Field(default_factory=ServingBlock)
+    improvement: ImprovementBlock = Field(default_factory=ImprovementBlock)
 
     @model_validator(mode="after")
     def _cross_references(self) -> "DomainConfig":

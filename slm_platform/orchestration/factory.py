@@ -14,7 +14,7 @@ import dagster as dg
 from slm_platform.orchestration.data_assets import build_data_assets
 from slm_platform.orchestration.model_assets import build_model_assets
 from slm_platform.orchestration.package_assets import build_package_assets
-from slm_platform.orchestration.registry_assets import build_release_assets
+from slm_platform.orchestration.registry_assets import build_release_assets, build_release_jobs
 from slm_platform.orchestration.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
@@ -52,4 +52,5 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     training, resources = build_training_assets(domain, versions=versions, common=common)
     assets += training + build_package_assets(domain, versions=versions, common=common)
     assets += build_release_assets(domain, common=common)
+    jobs = [*jobs, *build_release_jobs(domain)]
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)

@@ -5,11 +5,17 @@ metadata and checks), in the order of the graph: capture day -> base models -> a
 version's dataset -> baseline eval -> adapter -> eval report -> package (only when every gate
 passed: the gates are blocking checks). On the embedded defaults the
 domain's simulator stands in for production traffic: it fills today's capture inbox when empty.
+
+A pass that packaged its version ends with a release decision, per `improvement.promotion`:
+`auto` promotes it to champion; `approval` makes it the challenger, waiting for
+`slm registry approve`. Either is a recorded event on the release asset (actor, reason, gate
+evidence); a refusal (say, a champion promoted meanwhile) is reported, never hidden.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,7 @@ from slm_platform.evals.report import EvalReport
 from slm_platform.layout import baseline_eval_dir, candidate_eval_dir
 from slm_platform.orchestration.factory import build_domain_defs, versions_partitions
 from slm_platform.orchestration.model_assets import candidates_partitions
+from slm_platform.orchestration.registry import ReleaseRefused, promote
 from slm_platform.orchestration.resources import resources_for
 
 # the version-partitioned stages, in graph order; `slm run --until <stage>` stops after one
@@ -42,6 +49,7 @@ class PassResult:
     stages: list[str] = field(default_factory=list)
     baseline: EvalReport | None = None  # the published reports, read back typed (None: not reached)
     candidate: EvalReport | None = None
+    release: str | None = None  # what became of a packaged version: champion, challenger, or refused (why)
 
     @property
     def card(self) -> str:
@@ -116,7 +124,27 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     store: ArtifactStore = resources["artifacts"].store()
     out.baseline = _published_report(store, baseline_eval_dir(domain.name, version))
     out.candidate = _published_report(store, candidate_eval_dir(domain.name, version))
+    if "package" in out.metadata and out.success:
+        out.release = release_version(domain, instance, store, version)
+        log(f"[{domain.name}] {version}: {out.release}")
     return out
+
+
+def release_version(domain: Domain, instance: dg.DagsterInstance, store: ArtifactStore, version: str) -> str:
+    """Promote a packaged version as the domain's `improvement.promotion` says; returns what happened."""
+    mode = domain.config.improvement.promotion
+    alias = "champion" if mode == "auto" else "challenger"
+    reason = (f"slm run: passed every gate and packaged (improvement.promotion: {mode}"
+              + (")" if mode == "auto" else "; awaiting approval)"))
+    try:
+        moved = promote(instance, store, domain.name, version, alias=alias, actor=getpass.getuser(), reason=reason)
+    except ReleaseRefused as exc:
+        return "not released: " + "; ".join(exc.reasons)
+    roles = ", ".join(m.event.role for m in moved)
+    if alias == "champion":
+        return f"champion of {roles}"
+    return (f"challenger of {roles}, awaiting approval: "
+            f"slm registry approve {domain.name} {version} --reason TEXT")
 
 
 def _published_report(store: ArtifactStore, rel: str) -> EvalReport | None:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 import dagster as dg
 
 from slm_platform.artifacts import ArtifactError, ArtifactStore
 from slm_platform.evals.report import EvalReport, REPORT_FILE
 from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root
-from slm_platform.registry.history import Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, replay
+from slm_platform.registry.history import ALIASES, Action, Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, replay
 from slm_platform.registry.packages import PackageError, ServingSpec, verify_package
 from slm_platform.registry.pointer import ReleasePointer, read_pointer, write_pointer
 from slm_platform.registry.releases import evaluated_against
@@ -81,6 +83,43 @@ def read_log(instance: dg.DagsterInstance, domain: str) -> list[LoggedEvent]:
 
 def registry_state(instance: dg.DagsterInstance, domain: str) -> RegistryState:
     return replay(read_log(instance, domain))
+
+
+HISTORY_ROWS = 30  # events shown in the release asset's history table (`slm registry history` shows all)
+
+
+def history_markdown(state: RegistryState, rows: int = HISTORY_ROWS) -> str:
+    """The latest alias moves as a markdown table, newest first (what the release asset shows)."""
+    lines = ["| event | recorded (UTC) | role | alias | action | from | to | actor | reason | outcome |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for o in list(reversed(state.outcomes))[:rows]:
+        e = o.logged.event
+        when = datetime.fromtimestamp(o.logged.recorded_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        cells = [str(o.logged.seq), when, e.role, e.alias, e.action, e.from_version or "-", e.to_version, e.actor,
+                 e.reason, "applied" if o.applied else f"conflict (was {o.found or '-'})"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def record_state(instance: dg.DagsterInstance, domain: str, state: RegistryState) -> None:
+    """An observation of what the aliases ARE after a move: the release asset's page shows the
+    champion, the challenger awaiting approval and the history table from its latest observation.
+    It holds no `event`, so the log (`read_log`) never reads it as a move."""
+    meta: dict[str, Any] = {}
+    for role, aliases in sorted(state.aliases.items()):
+        for alias in ALIASES:
+            target = aliases.get(alias)
+            meta[f"{alias}/{role}"] = target.version if target else "-"
+    waiting = state.awaiting_approval()
+    meta["awaiting approval"] = ", ".join(f"{role}: {v}" for role, v in waiting.items()) or "-"
+    meta["events"] = dg.MetadataValue.int(len(state.outcomes))
+    meta["last_event"] = dg.MetadataValue.int(state.last_seq or 0)
+    meta["history"] = dg.MetadataValue.md(history_markdown(state))
+    champions = ", ".join(f"{role} {a['champion'].version}" for role, a in sorted(state.aliases.items())
+                          if "champion" in a) or "none"
+    instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key=release_key(domain), metadata=meta,
+        description=f"champion: {champions}; awaiting approval: {meta['awaiting approval']}"))
 
 
 # --- the pointer ---------------------------------------------------------------------------------
@@ -196,13 +235,15 @@ def _move(instance: dg.DagsterInstance, store: ArtifactStore, domain: str,
         outcome = state.outcome(event.id)
         if outcome is not None and outcome.applied:
             publish_pointer(instance, store, domain, state)  # a crash before this: `reconcile` repairs
+            record_state(instance, domain, state)
             return Moved(event, outcome.logged.seq, conflicts)
         conflicts += 1
     raise ReleaseRefused(f"{domain}: alias move", [f"lost {conflicts} races in a row; try again"])
 
 
 def promote(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, version: str, *,
-            role: str | None = None, alias: Alias = "champion", actor: str, reason: str) -> list[Moved]:
+            role: str | None = None, alias: Alias = "champion", actor: str, reason: str,
+            action: Action = "promote") -> list[Moved]:
     """Point `alias` of `role` (default: every role the package serves) at `version`.
 
     Refused when the package does not verify, a gate failed (in its report or on the instance),
@@ -226,12 +267,29 @@ def promote(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, ver
                 raise ReleaseRefused(f"promote {domain} {version}", [
                     f"eval_report[{version}] compared it with {cand.report.reference if cand.report else None!r}, "
                     f"not with the current champion {champion} of {r}: re-materialize eval_report[{version}]"])
-            return ReleaseEvent(domain=domain, role=r, alias=alias, action="promote", from_version=current,
+            return ReleaseEvent(domain=domain, role=r, alias=alias, action=action, from_version=current,
                                 to_version=version, actor=actor, reason=reason, package_rel=cand.package_rel,
                                 package_hash=cand.package_hash, evidence=cand.evidence)
         return decide
 
     return [_move(instance, store, domain, decider(r)) for r in roles]
+
+
+def approve(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, version: str, *,
+            role: str | None = None, actor: str, reason: str) -> list[Moved]:
+    """Make a waiting challenger the champion (the human step of `improvement.promotion: approval`).
+
+    Every check of `promote` applies again (package hash, gates, compared with the current champion).
+    """
+    reconcile(instance, store, domain)
+    waiting = registry_state(instance, domain).awaiting_approval()
+    roles = [r for r, v in waiting.items() if v == version and (role is None or r == role)]
+    if not roles:
+        shown = ", ".join(f"{r}: {v}" for r, v in waiting.items()) or "none"
+        raise ReleaseRefused(f"approve {domain} {version}", [
+            f"{version} is not the challenger of {role or 'any role'} (awaiting approval: {shown})"])
+    return [m for r in roles for m in promote(instance, store, domain, version, role=r, actor=actor, reason=reason,
+                                               action="approve")]
 
 
 def rollback(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, *, role: str | None = None,

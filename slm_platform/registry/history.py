@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Alias = Literal["champion", "challenger"]
-Action = Literal["promote", "rollback"]
+Action = Literal["promote", "approve", "rollback"]
 ALIASES: tuple[Alias, ...] = ("champion", "challenger")
 
 
@@ -99,6 +99,10 @@ class RegistryState:
         """The most recent earlier champion that differs from the current one (rollback's default)."""
         current = self.version(role)
         return next((v for v in reversed(self.champions(role)) if v != current), None)
+
+    def awaiting_approval(self) -> dict[str, str]:
+        """role -> its challenger: a version that passed its gates and waits to become champion."""
+        return {role: a["challenger"].version for role, a in sorted(self.aliases.items()) if "challenger" in a}
 
     def held(self) -> set[str]:
         return {t.version for aliases in self.aliases.values() for t in aliases.values()}
