@@ -375,7 +375,9 @@ def _summary_table(results: list[Any]):
             floor = floor if floor is not None else cand.metric(ModelSpec.oracle(), primary)
             tuned = cand.subject_metric(primary)
         failed = [k for k, ok in r.checks.items() if not ok]
-        gates = ("all passed" if not failed else "failed: " + ", ".join(failed)) if r.checks else "not run"
+        judged = any(k.startswith("eval_report.") for k in r.checks)
+        gates = "failed: " + ", ".join(failed) if failed else ("all passed" if judged else
+                                                                "not reached" + ("" if r.success else " (run failed)"))
         split = "/".join(str(data.get(k, "-")) for k in ("train", "val", "test"))
         table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split, primary,
                       *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates,
@@ -540,6 +542,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.chdir(settings.PROJECT_ROOT)
     os.execv(cmd[0], cmd)
     return EXIT_OK  # not reached
+
+
+# --- slm serve ------------------------------------------------------------------------------------
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback only with an API key)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--domains", nargs="+", metavar="DOMAIN", help="serve only these domains (default: every "
+                        "folder in the domains directory)")
+
+
+@subcommand("serve", "The OpenAI-compatible gateway: model '<domain>/<role>' on the released champions.",
+            _serve_arguments)
+def cmd_serve(args: argparse.Namespace) -> int:
+    from slm_platform.serving.server import GatewayConfigError, serve
+
+    try:
+        serve(args.host, args.port, only=args.domains)
+    except GatewayConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_OK
 
 
 # --- slm registry ---------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ Paths are relative to the artifact store's root (a folder locally, gs://bucket/p
 production). Per domain (ARCHITECTURE.md §4):
 
     <domain>/capture/date=YYYY-MM-DD/     one redacted capture day
+    <domain>/shadow/YYYY-MM-DD/           shadow pairs of that day (champion vs challenger), one JSONL per batch
+    <domain>/drift/YYYY-MM-DD/            the drift report of that capture day against the champion's data
     <domain>/datasets/<v>/                a dataset version (splits, quarantine, card)
     base_models/<candidate key>/          a converted base model, shared by every domain
     <domain>/adapters/<v>/                a LoRA adapter trained on datasets/<v>
@@ -25,6 +27,15 @@ def capture_root(domain: str) -> str:
 
 def capture_dir(domain: str, day: str) -> str:
     return f"{capture_root(domain)}/date={day}"
+
+
+def drift_dir(domain: str, day: str) -> str:
+    return f"{domain}/drift/{day}"
+
+
+def shadow_dir(domain: str, day: str) -> str:
+    """A folder of JSONL objects, one per batch the gateway wrote (not a manifest-checked artifact)."""
+    return f"{domain}/shadow/{day}"
 
 
 def datasets_root(domain: str) -> str:

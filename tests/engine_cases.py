@@ -55,8 +55,13 @@ def user(text: str) -> dict:
     return {"messages": [{"role": "user", "content": text}]}
 
 
-def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0) -> Path:
-    """A tiny random (non-zero) peft LoRA adapter on q_proj/v_proj: it changes the outputs."""
+def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0, scale: float = 1.0) -> Path:
+    """A tiny random (non-zero) peft LoRA adapter on q_proj/v_proj: it changes the outputs.
+
+    `scale` multiplies the B matrices: at 1.0 (peft's random init) the answers change a lot (under a
+    JSON grammar they can pad whitespace until max_tokens); at 0.1 the adapter is real and distinct
+    but answers like the base model; at 8 it wrecks every answer.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -65,7 +70,13 @@ def make_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 0) -> P
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                         task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(str(out))
+    peft_model = get_peft_model(model, config)
+    if scale != 1.0:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.mul_(scale)
+    peft_model.save_pretrained(str(out))
     return out
 
 

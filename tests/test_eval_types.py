@@ -77,6 +77,19 @@ def test_no_reference_fails_the_regression_gates_with_a_reason():
     assert not gates["no_regression"].passed and "no reference" in gates["no_regression"].detail
 
 
+def test_a_reference_without_the_metric_fails_and_small_slices_are_counted_not_judged():
+    no_metric = EntryReport(n=100, metrics={"schema_valid_rate": 1.0})
+    gates = evaluate_gates(CFG, entry(0.9), floor=None, reference=no_metric, reference_name="champion v0001")
+    assert not gates["no_regression"].passed
+    assert gates["no_regression"].detail == "champion v0001 has no exact_match_rate: nothing to compare with"
+    small = EntryReport(n=100, metrics={"exact_match_rate": 0.9, "schema_valid_rate": 1.0},
+                        by_slice={"language": {"fr": {"n": 4, "metrics": {"exact_match_rate": 0.0}}}})
+    gates = evaluate_gates(CFG, small, floor=None, reference=entry(0.9, slices={"en": 0.9, "fr": 1.0}),
+                           reference_name="champion v0001")
+    assert gates["no_slice_regression"].passed
+    assert gates["no_slice_regression"].detail.endswith("(0 slices judged; 1 below 10 turns not judged)")
+
+
 # --- the report file ----------------------------------------------------------------------------
 def test_eval_report_round_trips_through_its_type(tmp_path):
     oracle, adapter = ModelSpec.oracle(), ModelSpec.adapter("d/adapters/v0002")

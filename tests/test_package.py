@@ -314,7 +314,8 @@ def test_the_package_asset_refuses_a_failed_version_on_a_real_instance(world, tm
     """`package[v]` as the UI runs it: the refusal fails the run and names each failed gate."""
     import dagster as dg
 
-    from slm_platform.orchestration.factory import build_domain_defs, versions_partitions
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.partitions import versions_partitions
     from slm_platform.orchestration.instance import get_instance
     from slm_platform.orchestration.resources import ArtifactStoreResource
 

@@ -40,10 +40,10 @@ TESTS = Path(__file__).resolve().parent
 
 # --- a world of small, real packages ----------------------------------------------------------------
 def publish_version(store: ArtifactStore, version: str, *, reference: str | None = None,
-                    failed: tuple[str, ...] = ()) -> None:
+                    failed: tuple[str, ...] = (), extra: dict | None = None) -> None:
     """A package that verifies, and a candidate eval report with these gate verdicts and reference."""
     with store.publish(package_dir(DOMAIN, version), kind="package", version=version,
-                       extra={"domain": DOMAIN, "forms": ["lora", "merged"]}) as st:
+                       extra={"domain": DOMAIN, "forms": ["lora", "merged"], **(extra or {})}) as st:
         for form, weights in (("lora", "adapter_model.safetensors"), ("merged", "model.safetensors")):
             (st / form).mkdir()
             (st / form / weights).write_bytes(f"{version} {form} weights".encode())

@@ -28,10 +28,6 @@ NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"  # safe as a Dagster key part, a k8s label a
 REMOVED: dict[str, str] = {
     "domain.description": "nothing read it (write the description as a YAML comment)",
     "eval.golden": "nothing read it (`slm eval --turns FILE` evaluates any JSONL of Turns)",
-    "serving.routes": "nothing read it (there is no serving gateway yet)",
-    "serving.fallback": "nothing read it (there is no serving gateway yet)",
-    "serving.shadow": "nothing read it (there is no serving gateway yet)",
-    "serving.latency_budget_ms": "nothing read it (there is no serving gateway yet)",
 }
 
 
@@ -339,21 +335,83 @@ class EvalBlock(Strict):
 
 
 # --- serving ------------------------------------------------------------------------------------
+Route = Literal["slm", "teacher", "oracle"]
+
+
+class BreakerBlock(Strict):
+    # The circuit breaker in front of each upstream of a role (slm_platform/serving/fallback.py):
+    # after `failures` failures in a row the upstream is skipped for `reset_s` seconds, then one
+    # trial request decides whether it closes again.
+    failures: int = Field(5, ge=1)
+    reset_s: float = Field(30.0, gt=0)
+
+
+class ShadowBlock(Strict):
+    # Shadow traffic (slm_platform/serving/shadow.py): this share of the requests the champion
+    # answers is also sent to the role's challenger, off the request path, and the pair is written
+    # to <domain>/shadow/<day>/ in the artifact store. Off by default: the challenger runs on the
+    # champion's vLLM, so every shadowed request is a second generation on the same hardware.
+    rate: float = Field(0.0, ge=0.0, le=1.0)
+    queue_size: int = Field(64, ge=1, le=100_000)  # shadow requests waiting; when full, new ones are dropped (counted)
+    timeout_ms: int = Field(10_000, ge=1)  # a challenger slower than this is recorded as a timeout
+
+
 class ServingBlock(Strict):
-    # How models are asked today: the evals (baseline_eval, eval_report, `slm eval`) run on this
-    # engine with or without guided decoding. There is no serving gateway yet; its keys (routes,
-    # fallback, shadow, latency budget) come with it.
+    # The evals (baseline_eval, eval_report, `slm eval`) run on `engine`, with or without guided
+    # decoding. The gateway (`slm serve`) always decodes guided and reads the rest.
     engine: Literal["vllm", "transformers"] = "vllm"
     guided_decoding: bool = True
+    routes: dict[str, Route] = Field(default_factory=dict)  # role -> route; a role not listed: slm (the champion)
+    fallback: list[Route] = Field(default_factory=lambda: ["oracle", "teacher"])  # tried in order after the route fails
+    latency_budget_ms: int = Field(5000, ge=1)  # an SLM answer slower than this goes down the fallback chain
+    breaker: BreakerBlock = Field(default_factory=BreakerBlock)
+    shadow: ShadowBlock = Field(default_factory=ShadowBlock)
+
+    @field_validator("fallback")
+    @classmethod
+    def _unique_fallback(cls, fallback: list[str]) -> list[str]:
+        issues = [Issue((i,), repr(r), "a route not listed earlier in the chain")
+                  for i, r in enumerate(fallback) if r in fallback[:i]]
+        if issues:
+            raise Invalid(*issues)
+        return fallback
 
 
 # --- improvement ---------------------------------------------------------------------------------
+class TriggersBlock(Strict):
+    # The retrain sensor's triggers (slm_platform/improvement/triggers.py); null turns one off.
+    quality_drop_points: float | None = Field(2.0, gt=0)  # champion on truth-labelled live rows below its offline primary metric by more
+    min_schema_validity: float | None = Field(0.995, ge=0, le=1)  # gateway schema validity (drift report) below this
+    max_unseen_share: float | None = Field(0.05, ge=0, le=1)  # drift: share of traffic with unseen values / novel inputs above this
+    min_new_labelled_rows: int | None = Field(500, ge=1)  # truth-labelled rows captured since the champion's dataset
+    contract_change: bool = True  # a role's schema, catalog or prompt differs from the champion package's: retrain
+    max_days_since_version: int | None = Field(30, ge=1)  # staleness floor
+
+
+class BudgetBlock(Strict):
+    # Retraining allowed per period; over it the sensor defers (recorded on <domain>/retrain), never runs.
+    period_days: int = Field(7, ge=1)
+    max_training_runs: int | None = Field(None, ge=1)
+    training_hours: float | None = Field(None, gt=0)  # adapter wall hours (GPU-hours on a GPU trainer)
+
+
 class ImprovementBlock(Strict):
     # What happens to a version that passed every gate and was packaged at the end of a pass
     # (`slm run`): `auto` promotes it to champion at once; `approval` makes it the challenger, and
     # it waits (visible in `slm registry ls` and on the release asset) for
     # `slm registry approve <domain> <version> --reason TEXT` or the UI's approve job.
     promotion: Literal["auto", "approval"] = "auto"
+    capture_schedule: str = "30 0 * * *"  # cron (UTC): ingest yesterday's capture and its drift report
+    retrain_interval_s: int = Field(3600, ge=30)  # how often the retrain sensor evaluates the triggers
+    triggers: TriggersBlock = Field(default_factory=TriggersBlock)
+    budget: BudgetBlock = Field(default_factory=BudgetBlock)
+
+    @field_validator("capture_schedule")
+    @classmethod
+    def _five_field_cron(cls, cron: str) -> str:
+        if not re.fullmatch(r"\s*([0-9*/,\-]+\s+){4}[0-9*/,\-]+\s*", cron):
+            raise Invalid(Issue((), repr(cron), "a five-field cron string in UTC, e.g. '30 0 * * *'"))
+        return cron
 
 
 # --- the file -----------------------------------------------------------------------------------
@@ -378,6 +436,15 @@ class DomainConfig(Strict):
         for i, m in enumerate(self.eval.metrics):
             if m.role not in role_ids:
                 issues.append(Issue(("eval", "metrics", i, "role"), repr(m.role), expected))
+        for role_id, route in self.serving.routes.items():
+            if role_id not in role_ids:
+                issues.append(Issue(("serving", "routes", role_id), f"unknown role {role_id!r}", expected))
+            elif route == "oracle" and self.role(role_id).oracle is None:
+                issues.append(Issue(("serving", "routes", role_id), "'oracle'",
+                                    "'slm' or 'teacher' (the role has no oracle)"))
+            elif route == "teacher" and self.teacher.provider == "none":
+                issues.append(Issue(("serving", "routes", role_id), "'teacher'",
+                                    "'slm' or 'oracle' (teacher.provider is 'none')"))
         if issues:
             raise Invalid(*issues)
         return self

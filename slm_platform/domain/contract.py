@@ -7,6 +7,8 @@ the JSON Schema handed to guided decoding, so generation and validation agree by
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -64,6 +66,13 @@ class RoleContract:
         if not isinstance(arguments, dict):
             return problems + [f"arguments of {name!r} must be a JSON object, found {type(arguments).__name__}"]
         return problems + _errors(self._validators[name], arguments, f"{name}.arguments")
+
+    def fingerprint(self) -> str:
+        """sha256 of what the model is trained to honour (kind, prompt, schemas, catalog): a changed
+        contract means the champion was trained for another one (the `contract_changed` trigger)."""
+        body = {"kind": self.kind, "system_prompt": self.system_prompt, "output_schema": self.output_schema,
+                "tools": self.tools, "input_schema": self.input_schema}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def validate_input(self, input_: Any) -> list[str]:
         validator = self._validators.get("\x00input")

@@ -65,20 +65,48 @@ def evaluate_gates(cfg: EvalBlock, candidate: EntryReport, *, floor: EntryReport
                                                 detail="no reference eval to compare")
         return out
     cand, ref_report = candidate.model_dump(), reference.model_dump()
-    passed, delta = compare(cand, ref_report, primary, cfg.regression_tolerance)
     ref = reference.metric(primary)
-    out["no_regression"] = GateResult(
-        name="no_regression", passed=passed,
-        detail=f"{primary} {_pct(value)} vs {reference_name} {_pct(ref)} (delta {delta:+.3f}, tolerance "
-               f"{cfg.regression_tolerance:.3f})", value=value, reference=ref)
+    if ref is None:  # nothing measured to regress from is not a pass: the comparison did not happen
+        out["no_regression"] = GateResult(name="no_regression", passed=False, value=value,
+                                          detail=f"{reference_name} has no {primary}: nothing to compare with")
+    else:
+        passed, delta = compare(cand, ref_report, primary, cfg.regression_tolerance)
+        out["no_regression"] = GateResult(
+            name="no_regression", passed=passed,
+            detail=f"{primary} {_pct(value)} vs {reference_name} {_pct(ref)} (delta {delta:+.3f}, tolerance "
+                   f"{cfg.regression_tolerance:.3f})", value=value, reference=ref)
     regressions = []
     for s in cfg.slices:
-        regressions += slice_regressions(cand, ref_report, primary, {s.key: s.tolerance}, min_n=10)
-    detail = "; ".join(f"{r['key']}={r['slice']}: {_pct(r['candidate'])} vs {_pct(r['reference'])} (n={r['n']})"
-                       for r in regressions[:5]) or \
-        f"no slice of {[s.key for s in cfg.slices] or 'none configured'} regresses vs {reference_name}"
+        regressions += slice_regressions(cand, ref_report, primary, {s.key: s.tolerance}, min_n=MIN_SLICE_N)
+    judged, small = _slice_counts(candidate, reference, [s.key for s in cfg.slices], primary)
+    if regressions:
+        detail = f"vs {reference_name}: " + "; ".join(
+            f"{r['key']}={r['slice']}: {_pct(r['candidate'])} vs {_pct(r['reference'])} (n={r['n']})"
+            for r in regressions[:5])
+    else:
+        detail = (f"no slice of {[s.key for s in cfg.slices] or 'none configured'} regresses vs {reference_name} "
+                  f"({judged} slices judged; {small} below {MIN_SLICE_N} turns not judged)")
     out["no_slice_regression"] = GateResult(name="no_slice_regression", passed=not regressions, detail=detail)
     return out
+
+
+MIN_SLICE_N = 10  # turns on both sides before a slice's rate is compared (smaller ones are counted, not judged)
+
+
+def _slice_counts(candidate: EntryReport, reference: EntryReport, keys: list[str], metric: str) -> tuple[int, int]:
+    """(slices compared, slices too small to compare) over the configured keys."""
+    judged = small = 0
+    for key in keys:
+        ref_groups = (reference.by_slice or {}).get(key, {})
+        for value, group in ((candidate.by_slice or {}).get(key, {})).items():
+            other = ref_groups.get(value)
+            if not isinstance(group, dict) or not isinstance(other, dict):
+                continue
+            if min(int(group.get("n", 0)), int(other.get("n", 0))) >= MIN_SLICE_N:
+                judged += 1
+            else:
+                small += 1
+    return judged, small
 
 
 def _pct(x: float | None) -> str:

@@ -11,8 +11,11 @@ import warnings
 
 import dagster as dg
 
+from slm_platform.orchestration.automation import build_automation
 from slm_platform.orchestration.data_assets import build_data_assets
+from slm_platform.orchestration.drift_assets import build_drift_assets
 from slm_platform.orchestration.model_assets import build_model_assets
+from slm_platform.orchestration.partitions import days_partitions, versions_partitions
 from slm_platform.orchestration.package_assets import build_package_assets
 from slm_platform.orchestration.registry_assets import build_release_assets, build_release_jobs
 from slm_platform.orchestration.training_assets import build_training_assets
@@ -22,16 +25,6 @@ from slm_platform.domain import Domain
 # Version-partitioned blocking checks are the gate design (a check judged per version, not by its
 # latest result); Dagster marks partitioned check specs as preview in 1.13.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
-
-
-def versions_partitions(domain: str) -> dg.DynamicPartitionsDefinition:
-    """Candidate versions `v0001, v0002, ...`: one key per dataset/adapter/eval generation."""
-    return dg.DynamicPartitionsDefinition(name=f"{domain}_versions")
-
-
-def days_partitions(domain: Domain) -> dg.DailyPartitionsDefinition:
-    # end_offset=1 so that today's traffic is already a partition (capture writes into the current day)
-    return dg.DailyPartitionsDefinition(start_date=domain.config.data.capture.start_date, end_offset=1)
 
 
 def common_spec_args(domain: Domain) -> dict:
@@ -48,9 +41,11 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     days = days_partitions(domain)
     common = common_spec_args(domain)
     assets, checks, jobs = build_data_assets(domain, versions=versions, days=days, common=common)
+    assets += build_drift_assets(domain, days=days, common=common)
     assets += build_model_assets(domain, versions=versions, common=common)
     training, resources = build_training_assets(domain, versions=versions, common=common)
     assets += training + build_package_assets(domain, versions=versions, common=common)
     assets += build_release_assets(domain, common=common)
     jobs = [*jobs, *build_release_jobs(domain)]
-    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)
+    return dg.Definitions.merge(dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources),
+                                build_automation(domain, versions=versions, days=days))

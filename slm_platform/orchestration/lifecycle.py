@@ -28,7 +28,8 @@ from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.evals.report import EvalReport
 from slm_platform.layout import baseline_eval_dir, candidate_eval_dir
-from slm_platform.orchestration.factory import build_domain_defs, versions_partitions
+from slm_platform.orchestration.factory import build_domain_defs
+from slm_platform.orchestration.partitions import next_version, versions_partitions
 from slm_platform.orchestration.model_assets import candidates_partitions
 from slm_platform.orchestration.registry import ReleaseRefused, promote
 from slm_platform.orchestration.resources import resources_for
@@ -74,12 +75,6 @@ def simulate_inbox(domain: Domain, day: str, n: int | None = None) -> Path | Non
             f.write(json.dumps(turn, ensure_ascii=False) + "\n")
     target.with_suffix(".tmp").rename(target)
     return target
-
-
-def next_version(instance: dg.DagsterInstance, domain: str) -> str:
-    existing = instance.get_dynamic_partitions(versions_partitions(domain).name)
-    numbers = [int(k[1:]) for k in existing if k[:1] == "v" and k[1:].isdigit()]
-    return f"v{max(numbers, default=0) + 1:04d}"
 
 
 def _values(metadata: Any) -> dict[str, Any]:

@@ -118,7 +118,8 @@ def build_package(domain: Domain, store: ArtifactStore, version: str, *, log: Lo
                  "eval_report": inputs.candidate_eval.rel, "reference": report.reference,
                  "primary_metric": report.primary_metric,
                  "primary_value": report.subject_metric(report.primary_metric),
-                 "gates": {g.name: g.passed for g in (report.gates or {}).values()}}
+                 "gates": {g.name: g.passed for g in (report.gates or {}).values()},
+                 "contracts": {role: c.fingerprint() for role, c in domain.roles.items()}}
         with store.publish(rel, kind=PACKAGE_KIND, version=version, parents=inputs.parents(), producer=PRODUCER,
                            extra=extra, overwrite=overwrite) as staging:
             for p in sorted(work.iterdir()):

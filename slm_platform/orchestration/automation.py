@@ -1,0 +1,113 @@
+"""The improvement loop's automation for one domain: what the daemon runs without anyone asking.
+
+- `<domain>_daily` (schedule `improvement.capture_schedule`, UTC): yesterday's capture day and its
+  drift report.
+- `<domain>_retrain` (sensor, every `improvement.retrain_interval_s`): evaluates the triggers
+  (`slm_platform.improvement`) and, when one fires, adds a version partition and launches
+  `<domain>_version` (dataset -> baseline_eval -> adapter -> eval_report -> package) tagged with the
+  triggers and their numbers. Over budget it defers; the deferral is an observation on
+  `<domain>/retrain`, as is every retrain it starts. At most one version run per domain at a time,
+  and the cursor keeps the evidence of the last decision, so the same evidence never starts a
+  second run and turning the sensor back on after a pause starts at most one.
+- `<domain>_challenger` (sensor): a version packaged by a retrain run becomes the challenger, which
+  the gateway shadows.
+Both sensors and the schedule start stopped: an operator turns the loop on in the UI.
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from slm_platform.domain import Domain
+from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs
+from slm_platform.improvement.decision import RetrainDecision
+from slm_platform.improvement.inputs import training_runs
+from slm_platform.orchestration.partitions import next_version
+from slm_platform.orchestration.registry import ReleaseRefused, promote
+from slm_platform.orchestration.resources import ArtifactStoreResource
+
+VERSION_KEYS = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED]
+KIND_TAG, DOMAIN_TAG = "slm/kind", "slm/domain"
+
+
+def retrain_key(domain: str) -> dg.AssetKey:
+    return dg.AssetKey([domain, "retrain"])
+
+
+def record_decision(instance: dg.DagsterInstance, domain: str, decision: RetrainDecision, version: str | None) -> None:
+    """A retrain started or deferred, as an observation on `<domain>/retrain` with every trigger."""
+    table = "\n".join(["| trigger | state | found | threshold |", "|---|---|---|---|"] + [
+        f"| {t.name} | {'FIRED' if t.fired else ('ok' if t.measured else 'not measured')} | {t.value} | {t.threshold} |"
+        for t in decision.triggers])
+    instance.report_runless_asset_event(dg.AssetObservation(
+        asset_key=retrain_key(domain),
+        description=f"{decision.action}{' ' + version if version else ''}: {decision.reason}",
+        metadata={"action": decision.action, "version": version or "-", "reason": decision.reason,
+                  "evidence": decision.evidence, "budget": decision.budget.detail,
+                  "triggers": dg.MetadataValue.md(table)}))
+
+
+def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition,
+                     days: dg.PartitionsDefinition) -> dg.Definitions:
+    name, cfg = domain.name, domain.config.improvement
+    daily_job = dg.define_asset_job(f"{name}_daily", selection=[dg.AssetKey([name, "captured_traffic"]),
+                                                              dg.AssetKey([name, "drift_report"])],
+                                    partitions_def=days, tags={DOMAIN_TAG: name, KIND_TAG: "daily"})
+    version_job = dg.define_asset_job(f"{name}_version", selection=[dg.AssetKey([name, k]) for k in VERSION_KEYS],
+                                      partitions_def=versions, tags={DOMAIN_TAG: name, KIND_TAG: "retrain"},
+                                      description=f"One new {name} version: dataset -> baseline -> adapter -> "
+                                                  "eval report -> package (what the retrain sensor launches).")
+
+    @dg.schedule(name=f"{name}_daily_capture", cron_schedule=cfg.capture_schedule, job=daily_job,
+                 execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
+    def daily_capture(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+        return dg.RunRequest(run_key=day, partition_key=day)
+
+    @dg.sensor(name=f"{name}_retrain", job=version_job, minimum_interval_seconds=cfg.retrain_interval_s,
+               default_status=dg.DefaultSensorStatus.STOPPED)
+    def retrain(context: dg.SensorEvaluationContext, artifacts: ArtifactStoreResource):
+        store, now = artifacts.store(), datetime.now(timezone.utc)
+        inputs = gather_inputs(domain, store, now)
+        budget = check_budget(cfg.budget, training_runs(store, name), now)
+        running = [r.run_id[:8] for r in context.instance.get_runs(
+            dg.RunsFilter(tags={DOMAIN_TAG: name, KIND_TAG: "retrain"}, statuses=IN_PROGRESS))]
+        decision = decide_retrain(evaluate_triggers(cfg.triggers, inputs), budget, running=running)
+        signature = json.dumps([inputs.champion, inputs.drift_day, [t.name for t in decision.fired],
+                                decision.action])
+        if decision.action == "wait" or signature == context.cursor:
+            return dg.SkipReason(decision.reason if signature != context.cursor
+                                 else f"{decision.reason} (already decided on this evidence)")
+        if decision.action == "defer":
+            record_decision(context.instance, name, decision, None)
+            return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=signature)
+        version = next_version(context.instance, name)
+        record_decision(context.instance, name, decision, version)
+        tags = {"slm/trigger": ",".join(t.name for t in decision.fired), "slm/evidence": decision.evidence[:1000]}
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=version, partition_key=version, tags=tags)],
+                               dynamic_partitions_requests=[versions.build_add_request([version])], cursor=signature)
+
+    @dg.asset_sensor(name=f"{name}_challenger", asset_key=dg.AssetKey([name, "package"]),
+                     default_status=dg.DefaultSensorStatus.STOPPED)
+    def challenger(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry,
+                   artifacts: ArtifactStoreResource):
+        version = asset_event.dagster_event.partition if asset_event.dagster_event else None
+        run = context.instance.get_run_by_id(asset_event.run_id)
+        if version is None or run is None or run.tags.get(KIND_TAG) != "retrain":
+            return dg.SkipReason(f"package {version} was not built by a retrain run")
+        try:
+            promote(context.instance, artifacts.store(), name, version, alias="challenger",
+                    actor=f"sensor {name}_challenger", reason=f"packaged by retrain run {run.run_id[:8]} "
+                    f"({run.tags.get('slm/trigger', '?')}): shadow it before promotion")
+        except ReleaseRefused as exc:
+            return dg.SkipReason(f"{version} not made challenger: {'; '.join(exc.reasons)}")
+        return dg.SkipReason(f"{version} is the challenger")
+
+    return dg.Definitions(
+        assets=[dg.AssetSpec(retrain_key(name), group_name=name, kinds={"sensor"}, tags={"domain": name},
+                             description=f"Every retrain the {name}_retrain sensor started or deferred, with each "
+                                         "trigger's evidence and the budget (observations).")],
+        jobs=[daily_job, version_job], schedules=[daily_capture], sensors=[retrain, challenger])
