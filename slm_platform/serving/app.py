@@ -199,9 +199,10 @@ async def sse_events(served: Served, rid: str, model: str, include_usage: bool) 
 
     if message.tool_calls:
         call = message.tool_calls[0]
+        # one delta with the whole call: a later delta would carry `"type": null`, which the SDK's
+        # accumulator (`stream.get_final_completion()`) rejects
         yield chunk(Delta(role="assistant", tool_calls=[ToolCallDelta(
-            id=call.id, type="function", function={"name": call.function.name, "arguments": ""})]))
-        yield chunk(Delta(tool_calls=[ToolCallDelta(function={"arguments": call.function.arguments})]))
+            id=call.id, type="function", function={"name": call.function.name, "arguments": call.function.arguments})]))
     else:
         yield chunk(Delta(role="assistant", content=""))
         yield chunk(Delta(content=message.content))
