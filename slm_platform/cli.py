@@ -578,6 +578,8 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
                         help="promote: the alias to move (default: champion)")
     parser.add_argument("--reason", help="why (recorded with the event; required by promote, approve, rollback)")
     parser.add_argument("--at", help="history: what served at this time (ISO-8601; UTC when no zone is given)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="history: a markdown table, oldest first (for a README or a ticket)")
 
 
 @subcommand("registry", "Release registry: version states, promote, rollback, and the replayable alias history.",
@@ -630,7 +632,7 @@ def _registry_history(console, log, args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from slm_platform.registry.history import replay, served_at
+    from slm_platform.registry.history import HISTORY_COLUMNS, history_markdown, history_rows, replay, served_at
 
     state = replay(log)
     if args.at:
@@ -645,16 +647,15 @@ def _registry_history(console, log, args: argparse.Namespace) -> int:
             console.print(f"{args.domain}/{role} at {at.isoformat()}: "
                           + (f"[bold]{target.version}[/] (package {target.package_hash[:12]})" if target else "nothing"))
         return EXIT_OK
+    if args.markdown:
+        print(history_markdown(state, role=args.role, newest_first=False))
+        return EXIT_OK
     table = Table(title=f"{args.domain} release history ({len(log)} events)")
-    for col in ("event", "recorded (UTC)", "role", "alias", "action", "from", "to", "actor", "reason", "outcome"):
+    for col in HISTORY_COLUMNS:
         table.add_column(col)
-    for o in state.outcomes:
-        e = o.logged.event
-        if args.role and e.role != args.role:
-            continue
-        when = datetime.fromtimestamp(o.logged.recorded_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(o.logged.seq), when, e.role, e.alias, e.action, e.from_version or "-", e.to_version, e.actor,
-                      e.reason, "applied" if o.applied else f"[yellow]conflict (was {o.found or '-'})")
+    for cells in history_rows(state, role=args.role):
+        outcome = cells[-1]
+        table.add_row(*cells[:-1], outcome if outcome == "applied" else f"[yellow]{outcome}")
     console.print(table)
     return EXIT_OK
 

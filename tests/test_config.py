@@ -124,7 +124,8 @@ def test_full_fixture_sets_every_block_to_non_default_values():
     # every field the fixture writes differs from its default (fields added later may be left out)
     for dotted in ["data.capture", "data.redaction", "data.dedupe", "data.clustering", "data.split", "data.labels",
                    "data.min_rows", "teacher", "teacher.pricing", "model.recipe", "model.trainer", "eval",
-                   "serving", "improvement", "improvement.triggers", "improvement.budget"]:
+                   "serving", "improvement", "improvement.triggers", "improvement.budget",
+                   "improvement.warm_start"]:
         block, written = cfg, raw
         for part in dotted.split("."):
             block, written = getattr(block, part), written[part]
@@ -409,7 +410,7 @@ def test_old_config_with_an_early_improvement_block_and_serving_routes(tmp_path)
         f"{path}: serving.shadow.mirror_to: found unknown key 'mirror_to', expected one of the keys rate, "
         "queue_size, timeout_ms",
         f"{path}: improvement.mode: found unknown key 'mode', expected one of the keys promotion, capture_schedule, "
-        "retrain_interval_s, triggers, budget",
+        "retrain_interval_s, triggers, budget, warm_start",
     ]
 
 
@@ -811,6 +812,9 @@ READERS: dict[str, tuple[str, str]] = {
     "improvement.budget.period_days": (r"policy\.period_days\b", "retrain budget"),
     "improvement.budget.max_training_runs": (r"policy\.max_training_runs\b", "retrain budget"),
     "improvement.budget.training_hours": (r"policy\.training_hours\b", "retrain budget"),
+    "improvement.warm_start.enabled": (r"policy\.enabled\b", "adapter asset: warm-start a retrain from the champion"),
+    "improvement.warm_start.max_steps": (r"policy\.max_steps\b", "warm start: steps of a retrain"),
+    "improvement.warm_start.lr": (r"policy\.lr\b", "warm start: peak lr of a retrain"),
 }
 
 

@@ -394,6 +394,11 @@ def test_cli_promotes_rolls_back_and_shows_history(world, capsys, monkeypatch):
     assert main(["registry", "history", DOMAIN]) == 0
     out = capsys.readouterr().out
     assert "release history (3 events)" in out and "better on fr" in out and "latency" in out
+    assert main(["registry", "history", DOMAIN, "--markdown"]) == 0
+    md = capsys.readouterr().out.strip().splitlines()
+    assert md[0].startswith("| event | recorded (UTC) | role |") and len(md) == 2 + 3  # header, rule, 3 events
+    assert [row.split(" | ")[4] for row in md[2:]] == ["promote", "promote", "rollback"]  # oldest first
+    assert md[-1].endswith("| latency | applied |")
     first = reg.read_log(instance, DOMAIN)[0]
     at = datetime.fromtimestamp(first.recorded_at + 0.001, timezone.utc).isoformat()
     assert main(["registry", "history", DOMAIN, "--at", at]) == 0

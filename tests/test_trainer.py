@@ -389,6 +389,41 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(store, base_model):
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
 
 
+@pytest.mark.integration
+def test_warm_start_continues_the_parent_adapter(cli_run, store, base_model):
+    """`--init-adapter` (what the adapter asset passes for a retrain while a champion serves): the run
+    starts from the parent's weights, not a fresh LoRA, and names the parent in its lineage."""
+    from safetensors.torch import load_file
+
+    parent, _ = cli_run
+    # lr so small that one step cannot move a weight measurably: the output is the starting point
+    frozen = ["--max-steps", "1", *SMALL, "lr=1e-9"]
+    warm_out, cold_out = "support_triage/adapters/v_warm", "support_triage/adapters/v_cold"
+    warm = ok(train_cli(store, base_model, warm_out, *frozen, "--init-adapter", parent))
+    ok(train_cli(store, base_model, cold_out, *frozen))
+
+    def tensors(out: str) -> dict:
+        return load_file(str(store.open_verified(out) / "adapter_model.safetensors"))
+
+    p, w, c = tensors(parent), tensors(warm_out), tensors(cold_out)
+    assert p.keys() == w.keys() == c.keys()
+    lora_b = [k for k in p if "lora_B" in k]
+    assert all(w[k].allclose(p[k], atol=1e-6) for k in p)  # continued: the parent's trained weights
+    assert all(c[k].abs().max() < 1e-6 for k in lora_b) and any(p[k].abs().max() > 1e-4 for k in lora_b)
+    assert warm["val_loss"] < metrics(store, cold_out)["val_loss"]  # the parent learned; a fresh LoRA did not
+
+    m = store.verify(warm_out)
+    assert [x["uri"] for x in m.parents] == [store.uri(DATASET), base_model.uri, store.uri(parent)]
+    assert m.parents[2]["sha256"] == store.read_manifest(parent).hash
+    assert m.extra["warm_start_from"] == store.uri(parent) and store.verify(cold_out).extra["warm_start_from"] is None
+
+    other_shape = train_cli(store, base_model, "support_triage/adapters/v_r8", *frozen, "r=8",
+                            "--init-adapter", parent, timeout=600)
+    assert other_shape.returncode == 2, other_shape.stderr[-2000:]
+    assert "cannot be continued with this recipe: r: adapter 16, recipe 8" in other_shape.stderr
+    assert not store.exists("support_triage/adapters/v_r8")
+
+
 def test_the_adapter_asset_names_its_domain_not_a_folder_of_the_code_location(tmp_path, monkeypatch):
     """Defect: the asset passed `domain_dir` (the code location's absolute path), which a pod's image
     does not have. The extras name the domain; each launcher says where domains live."""

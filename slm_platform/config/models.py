@@ -395,6 +395,16 @@ class BudgetBlock(Strict):
     training_hours: float | None = Field(None, gt=0)  # adapter wall hours (GPU-hours on a GPU trainer)
 
 
+class WarmStartBlock(Strict):
+    # A retrain while a champion serves starts from the champion's adapter (same base model and LoRA
+    # shape) and runs `max_steps` on the new dataset at `lr`, instead of the recipe's whole run from
+    # scratch: minutes instead of the first version's half hour. Off, no champion, or a champion of
+    # another shape: a cold start with model.recipe, and the adapter's metadata says why.
+    enabled: bool = True
+    max_steps: int = Field(60, ge=1)
+    lr: float | None = Field(None, gt=0)  # None: model.recipe.lr
+
+
 class ImprovementBlock(Strict):
     # What happens to a version that passed every gate and was packaged at the end of a pass
     # (`slm run`): `auto` promotes it to champion at once; `approval` makes it the challenger, and
@@ -405,6 +415,7 @@ class ImprovementBlock(Strict):
     retrain_interval_s: int = Field(3600, ge=30)  # how often the retrain sensor evaluates the triggers
     triggers: TriggersBlock = Field(default_factory=TriggersBlock)
     budget: BudgetBlock = Field(default_factory=BudgetBlock)
+    warm_start: WarmStartBlock = Field(default_factory=WarmStartBlock)
 
     @field_validator("capture_schedule")
     @classmethod

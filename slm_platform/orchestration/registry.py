@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -21,7 +20,9 @@ import dagster as dg
 from slm_platform.artifacts import ArtifactError, ArtifactStore
 from slm_platform.evals.report import EvalReport, REPORT_FILE
 from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root
-from slm_platform.registry.history import ALIASES, Action, Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, replay
+from slm_platform.registry.history import (
+    ALIASES, Action, Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, history_markdown, replay,
+)
 from slm_platform.registry.packages import PackageError, ServingSpec, verify_package
 from slm_platform.registry.pointer import ReleasePointer, read_pointer, write_pointer
 from slm_platform.registry.releases import evaluated_against
@@ -88,19 +89,6 @@ def registry_state(instance: dg.DagsterInstance, domain: str) -> RegistryState:
 HISTORY_ROWS = 30  # events shown in the release asset's history table (`slm registry history` shows all)
 
 
-def history_markdown(state: RegistryState, rows: int = HISTORY_ROWS) -> str:
-    """The latest alias moves as a markdown table, newest first (what the release asset shows)."""
-    lines = ["| event | recorded (UTC) | role | alias | action | from | to | actor | reason | outcome |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for o in list(reversed(state.outcomes))[:rows]:
-        e = o.logged.event
-        when = datetime.fromtimestamp(o.logged.recorded_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        cells = [str(o.logged.seq), when, e.role, e.alias, e.action, e.from_version or "-", e.to_version, e.actor,
-                 e.reason, "applied" if o.applied else f"conflict (was {o.found or '-'})"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    return "\n".join(lines)
-
-
 def record_state(instance: dg.DagsterInstance, domain: str, state: RegistryState) -> None:
     """An observation of what the aliases ARE after a move: the release asset's page shows the
     champion, the challenger awaiting approval and the history table from its latest observation.
@@ -114,7 +102,7 @@ def record_state(instance: dg.DagsterInstance, domain: str, state: RegistryState
     meta["awaiting approval"] = ", ".join(f"{role}: {v}" for role, v in waiting.items()) or "-"
     meta["events"] = dg.MetadataValue.int(len(state.outcomes))
     meta["last_event"] = dg.MetadataValue.int(state.last_seq or 0)
-    meta["history"] = dg.MetadataValue.md(history_markdown(state))
+    meta["history"] = dg.MetadataValue.md(history_markdown(state, limit=HISTORY_ROWS))
     champions = ", ".join(f"{role} {a['champion'].version}" for role, a in sorted(state.aliases.items())
                           if "champion" in a) or "none"
     instance.report_runless_asset_event(dg.AssetObservation(

@@ -17,6 +17,7 @@ from slm_platform.evals.stages import read_baseline_decision, run_candidate_eval
 from slm_platform.orchestration.launchers import required_check_specs, trainer_for
 from slm_platform.orchestration.metadata import eval_metadata
 from slm_platform.training.recipe import trainer_extras
+from slm_platform.training.warm_start import plan_training_start
 
 
 def trainer_resource_key(domain: str) -> str:
@@ -42,9 +43,11 @@ def build_training_assets(domain: Domain, *, versions: dg.PartitionsDefinition, 
         decision = read_baseline_decision(store, name, context.partition_key)
         if not decision.fine_tune:
             raise dg.Failure(f"baseline decided not to fine-tune: {decision.summary}", allow_retries=False)
+        start = plan_training_start(domain, store, decision.chosen_base)
         extras = trainer_extras(name, context.partition_key, base_candidate=decision.chosen_base,
-                                recipe=domain.config.model.recipe, artifacts_root=store.root)
-        context.log.info(f"training {name} {context.partition_key} on {decision.chosen_base} with {extras['recipe']}")
+                                recipe=start.recipe, artifacts_root=store.root, init_adapter=start.init_adapter)
+        context.log.info(f"training {name} {context.partition_key} on {decision.chosen_base}, {start.reason}; "
+                         f"recipe {extras['recipe']}")
         result = getattr(context.resources, trainer_key).launch(context, extras=extras)
         yield from result.get_results(implicit_materializations=False)
 

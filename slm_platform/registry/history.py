@@ -122,6 +122,34 @@ def apply(state: RegistryState, logged: LoggedEvent) -> Outcome:
     return outcome
 
 
+HISTORY_COLUMNS = ("event", "recorded (UTC)", "role", "alias", "action", "from", "to", "actor", "reason", "outcome")
+
+
+def history_rows(state: RegistryState, *, role: str | None = None, newest_first: bool = False,
+                 limit: int | None = None) -> list[tuple[str, ...]]:
+    """The history table's rows (HISTORY_COLUMNS), shared by `slm registry history` and the release
+    asset's markdown. An outcome cell starting with "conflict" is a move that lost a race."""
+    outcomes = [o for o in state.outcomes if role is None or o.logged.event.role == role]
+    if newest_first:
+        outcomes.reverse()
+    rows = []
+    for o in outcomes[:limit]:
+        e = o.logged.event
+        when = datetime.fromtimestamp(o.logged.recorded_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((str(o.logged.seq), when, e.role, e.alias, e.action, e.from_version or "-", e.to_version,
+                     e.actor, e.reason, "applied" if o.applied else f"conflict (was {o.found or '-'})"))
+    return rows
+
+
+def history_markdown(state: RegistryState, *, role: str | None = None, newest_first: bool = True,
+                     limit: int | None = None) -> str:
+    """The history as a markdown table (the release asset's page, `slm registry history --markdown`)."""
+    lines = ["| " + " | ".join(HISTORY_COLUMNS) + " |", "|" + "---|" * len(HISTORY_COLUMNS)]
+    for cells in history_rows(state, role=role, newest_first=newest_first, limit=limit):
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def replay(events: Iterable[LoggedEvent]) -> RegistryState:
     """The registry state from a log, applied in log (storage id) order."""
     state = RegistryState()

