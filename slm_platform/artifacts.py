@@ -218,6 +218,29 @@ class ArtifactStore:
             names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"]
         return sorted(n for n in names if not n.startswith(".") and self.exists(rel, n))
 
+    def object_names(self, *rel_prefix: str, folders: bool = False) -> list[str]:
+        """Names of plain objects under ``rel_prefix`` (files; folders with ``folders=True``), sorted:
+        the append-only logs that carry no manifest (shadow pairs). Hidden names (a writer's
+        temporary files) are left out."""
+        rel = _rel(rel_prefix)
+        if self._fs is None:
+            base = self._local(rel)
+            names = [p.name for p in base.iterdir() if p.is_dir() == folders] if base.is_dir() else []
+        else:
+            self._fs.invalidate_cache(self._remote(rel))
+            try:
+                entries = self._fs.ls(self._remote(rel), detail=True)
+            except FileNotFoundError:
+                entries = []
+            kind = "directory" if folders else "file"
+            names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == kind]
+        return sorted(n for n in names if not n.startswith("."))
+
+    def read_object(self, *rel: str) -> bytes:
+        """One plain object (see `object_names`); no manifest to verify it against."""
+        path = _rel(rel)
+        return self._local(path).read_bytes() if self._fs is None else self._fs.cat_file(self._remote(path))
+
     def _check(self, uri: str, m: Manifest, found: Mapping[str, Any], hash_of: Any = None) -> None:
         """Raise unless ``found`` (name -> location) holds exactly the manifest's files, hashes equal."""
         extra = sorted(found.keys() - m.files.keys() - {MANIFEST_NAME})

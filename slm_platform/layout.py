@@ -33,6 +33,10 @@ def drift_dir(domain: str, day: str) -> str:
     return f"{domain}/drift/{day}"
 
 
+def shadow_report_dir(domain: str, version: str) -> str:
+    return f"{domain}/shadow_reports/{version}"
+
+
 def shadow_dir(domain: str, day: str) -> str:
     """A folder of JSONL objects, one per batch the gateway wrote (not a manifest-checked artifact)."""
     return f"{domain}/shadow/{day}"

@@ -125,7 +125,7 @@ def test_full_fixture_sets_every_block_to_non_default_values():
     for dotted in ["data.capture", "data.redaction", "data.dedupe", "data.clustering", "data.split", "data.labels",
                    "data.min_rows", "teacher", "teacher.pricing", "model.recipe", "model.trainer", "eval",
                    "serving", "improvement", "improvement.triggers", "improvement.budget",
-                   "improvement.warm_start"]:
+                   "improvement.warm_start", "improvement.shadow"]:
         block, written = cfg, raw
         for part in dotted.split("."):
             block, written = getattr(block, part), written[part]
@@ -410,7 +410,7 @@ def test_old_config_with_an_early_improvement_block_and_serving_routes(tmp_path)
         f"{path}: serving.shadow.mirror_to: found unknown key 'mirror_to', expected one of the keys rate, "
         "queue_size, timeout_ms",
         f"{path}: improvement.mode: found unknown key 'mode', expected one of the keys promotion, capture_schedule, "
-        "retrain_interval_s, triggers, budget, warm_start",
+        "retrain_interval_s, triggers, budget, warm_start, shadow",
     ]
 
 
@@ -815,6 +815,10 @@ READERS: dict[str, tuple[str, str]] = {
     "improvement.warm_start.enabled": (r"policy\.enabled\b", "adapter asset: warm-start a retrain from the champion"),
     "improvement.warm_start.max_steps": (r"policy\.max_steps\b", "warm start: steps of a retrain"),
     "improvement.warm_start.lr": (r"policy\.lr\b", "warm start: peak lr of a retrain"),
+    "improvement.shadow.min_pairs": (r"judge\.min_pairs\b", "shadow_report: pairs before it decides"),
+    "improvement.shadow.min_agreement": (r"judge\.min_agreement\b", "shadow_quality gate without labels"),
+    "improvement.shadow.min_labelled": (r"judge\.min_labelled\b", "shadow_quality: labelled pairs to judge on"),
+    "improvement.shadow.latency_tolerance": (r"judge\.latency_tolerance\b", "shadow_latency gate"),
 }
 
 

@@ -405,6 +405,16 @@ class WarmStartBlock(Strict):
     lr: float | None = Field(None, gt=0)  # None: model.recipe.lr
 
 
+class ShadowJudgeBlock(Strict):
+    # How `shadow_report[v]` judges a challenger on the gateway's shadow pairs (serving.shadow samples them).
+    min_pairs: int = Field(300, ge=1)  # per role: fewer judged pairs and the report decides nothing yet
+    # with truth labels (gold/teacher) on fewer than min_labelled pairs, the challenger must agree with
+    # the champion this often (lower 95% bound); with more, it must be right as often as the champion
+    min_agreement: float = Field(0.8, ge=0, le=1)
+    min_labelled: int = Field(30, ge=1)
+    latency_tolerance: float = Field(0.10, ge=0)  # challenger p95 at most this much above the champion's
+
+
 class ImprovementBlock(Strict):
     # What happens to a version that passed every gate and was packaged at the end of a pass
     # (`slm run`): `auto` promotes it to champion at once; `approval` makes it the challenger, and
@@ -416,6 +426,7 @@ class ImprovementBlock(Strict):
     triggers: TriggersBlock = Field(default_factory=TriggersBlock)
     budget: BudgetBlock = Field(default_factory=BudgetBlock)
     warm_start: WarmStartBlock = Field(default_factory=WarmStartBlock)
+    shadow: ShadowJudgeBlock = Field(default_factory=ShadowJudgeBlock)
 
     @field_validator("capture_schedule")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,22 @@ class DatasetResult:
     stats: dict[str, Any]
     checks: dict[str, dict[str, Any]]
     card: str
+
+
+CAPTURE_FILE = "turns.jsonl"  # the kept, redacted Turns of one capture day
+
+
+def captured_rows(store: ArtifactStore, domain: str, since_day: str = "0000-00-00") -> Iterator[dict[str, Any]]:
+    """The kept Turns of every published capture day from `since_day` on, oldest day first."""
+    days = sorted(n.removeprefix("date=") for n in store.list(capture_root(domain)) if n.startswith("date="))
+    for day in days:
+        if day < since_day:
+            continue
+        folder = store.open_verified(capture_dir(domain, day))
+        with open(folder / CAPTURE_FILE, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
 
 
 def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Path | None = None,

@@ -4,8 +4,6 @@ champion package's contract fingerprints, the dataset and adapter manifests."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,11 +13,11 @@ from slm_platform.drift.report import DriftReport
 from slm_platform.evals.metrics import score_example
 from slm_platform.improvement.budget import TrainingRun
 from slm_platform.improvement.triggers import LiveQuality, TriggerInputs
-from slm_platform.layout import adapters_root, capture_dir, capture_root, dataset_dir, datasets_root, drift_dir
+from slm_platform.data.stages import captured_rows
+from slm_platform.layout import adapters_root, dataset_dir, datasets_root, drift_dir
 from slm_platform.registry.releases import current_release
 
 TRUTH = ("gold", "teacher")  # labels that judge a served answer (capture/oracle labels do not)
-CAPTURE_FILE = "turns.jsonl"
 
 
 def _when(text: str) -> datetime | None:
@@ -35,18 +33,6 @@ def _created(store: ArtifactStore, rel: str) -> datetime | None:
         return _when(store.read_manifest(rel).created_at)
     except ArtifactError:
         return None
-
-
-def _capture_rows(store: ArtifactStore, domain: str, since_day: str) -> Iterator[dict[str, Any]]:
-    days = sorted(n.removeprefix("date=") for n in store.list(capture_root(domain)) if n.startswith("date="))
-    for day in days:
-        if day < since_day:
-            continue
-        folder = store.open_verified(capture_dir(domain, day))
-        with open(folder / CAPTURE_FILE, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
 
 
 def training_runs(store: ArtifactStore, domain: str) -> list[TrainingRun]:
@@ -98,7 +84,7 @@ def gather_inputs(domain: Domain, store: ArtifactStore, now: datetime) -> Trigge
         offline = extra.get("primary_value")
         scores: dict[str, list[bool]] = {}
         new_rows = 0
-        for row in _capture_rows(store, name, since.date().isoformat() if since else "0000-00-00"):
+        for row in captured_rows(store, name, since.date().isoformat() if since else "0000-00-00"):
             labels = row.get("labels") or {}
             truth = next((labels[s] for s in TRUTH if labels.get(s) is not None), None)
             if truth is None:

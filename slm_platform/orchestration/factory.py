@@ -18,6 +18,7 @@ from slm_platform.orchestration.model_assets import build_model_assets
 from slm_platform.orchestration.partitions import days_partitions, versions_partitions
 from slm_platform.orchestration.package_assets import build_package_assets
 from slm_platform.orchestration.registry_assets import build_release_assets, build_release_jobs
+from slm_platform.orchestration.shadow_assets import build_shadow_assets
 from slm_platform.orchestration.training_assets import build_training_assets
 from slm_platform.domain import Domain
 
@@ -45,6 +46,7 @@ def build_domain_defs(domain: Domain) -> dg.Definitions:
     assets += build_model_assets(domain, versions=versions, common=common)
     training, resources = build_training_assets(domain, versions=versions, common=common)
     assets += training + build_package_assets(domain, versions=versions, common=common)
+    assets += build_shadow_assets(domain, versions=versions, common=common)
     assets += build_release_assets(domain, common=common)
     jobs = [*jobs, *build_release_jobs(domain)]
     return dg.Definitions.merge(dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources),

@@ -55,6 +55,7 @@ from slm_platform.serving.gateway import Served
 from slm_platform.serving.hooks import Exchange
 from slm_platform.serving.metrics import GatewayMetrics
 from slm_platform.serving.upstreams import UpstreamFailure, VLLMUpstream
+from slm_platform.shadow.pairs import ShadowPair, ShadowSide
 
 log = logging.getLogger("slm_platform.serving")
 
@@ -231,17 +232,17 @@ class ShadowSampler:
             error, detail = "invalid", f"output breaks the contract ({', '.join(bad)})"
         exact = (score_example(route.contract.kind, route.contract, output, ex.output).get("exact_match_rate")
                  if output is not None else None)
-        pair = {
-            "request_id": ex.request_id, "model": f"{ex.domain}/{ex.role}", "day": utc_day(ex.received_at),
-            "received_at": ex.received_at,
-            "champion": {"version": ex.version, "output": ex.output, "latency_ms": round(ex.upstream_ms, 3),
-                         "validity": dict(ex.validity)},
-            "challenger": {"version": route.challenger.version if route.challenger else ex.challenger,
-                           "output": output, "latency_ms": round(latency_ms, 3), "validity": validity,
-                           "error": error, "detail": detail},
-            "agreement": agreement_rate([(ex.output, output)]) if output is not None else None,
-            "exact_match": exact,
-        }
+        pair = ShadowPair(
+            request_id=ex.request_id, model=f"{ex.domain}/{ex.role}", day=utc_day(ex.received_at),
+            received_at=ex.received_at,
+            champion=ShadowSide(version=ex.version, output=ex.output, latency_ms=round(ex.upstream_ms, 3),
+                                validity=dict(ex.validity)),
+            challenger=ShadowSide(version=route.challenger.version if route.challenger else ex.challenger,
+                                  output=output, latency_ms=round(latency_ms, 3), validity=validity, error=error,
+                                  detail=detail),
+            agreement=agreement_rate([(ex.output, output)]) if output is not None else None,
+            exact_match=exact,
+        ).model_dump(mode="json")
         pair, _ = self._redactor(route).redact_value(pair)
         with self._pending_lock:
             self._pending.setdefault((ex.domain, pair["day"]), []).append(pair)

@@ -1,0 +1,169 @@
+"""`shadow_report[v]`: pairs as the gateway writes them (its own writer, `write_object`), captured
+turns with truth labels published as `captured_traffic` publishes them, the real report, gates
+and asset on a Dagster instance. The pairs' outputs are simulator tickets, edited where a case needs
+a challenger that is wrong, invalid or slow. The gateway writing real pairs is
+tests/test_gateway_shadow.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from slm_platform.artifacts import ArtifactStore
+from slm_platform.config.models import ShadowJudgeBlock
+from slm_platform.data.stages import CAPTURE_FILE
+from slm_platform.domain import Domain
+from slm_platform.layout import capture_dir, shadow_dir
+from slm_platform.serving.shadow import write_object
+from slm_platform.shadow.pairs import ShadowPair, ShadowSide, read_pairs
+from slm_platform.shadow.report import wilson
+from slm_platform.shadow.stage import build_shadow_report
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = "2026-11-28"
+NAME = "support_triage"
+
+
+def judged_by(domain: Domain, **fields) -> Domain:
+    cfg = domain.config
+    improvement = cfg.improvement.model_copy(update={"shadow": ShadowJudgeBlock(**fields)})
+    return dataclasses.replace(domain, config=cfg.model_copy(update={"improvement": improvement}))
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    return judged_by(Domain.load(ROOT / "domains" / NAME), min_pairs=40, min_labelled=20, min_agreement=0.8,
+                     latency_tolerance=0.1)
+
+
+@pytest.fixture(scope="module")
+def tickets(domain):
+    return list(domain.simulator().simulate(80, seed=3, day=DAY))
+
+
+def capture(store: ArtifactStore, tickets, labelled: int) -> None:
+    """A published capture day: every ticket captured with its request id; the first `labelled` gold."""
+    rows = []
+    for i, t in enumerate(tickets):
+        labels = {"gold": t["output"]} if i < labelled else {}
+        rows.append({**t, "labels": labels, "meta": {**t["meta"], "request_id": f"req-{i}", "route": "slm",
+                                                      "version": "v0001"}})
+    with store.publish(capture_dir(NAME, DAY), kind="capture", version=DAY, producer="tests") as staging:
+        (staging / CAPTURE_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def pair(i: int, truth: dict, challenger_output: dict | None, *, challenger: str = "v0002", error=None,
+         champion_ms: float = 100.0, challenger_ms: float = 100.0) -> ShadowPair:
+    valid = {"schema_valid_rate": challenger_output is not None and error is None}
+    return ShadowPair(
+        request_id=f"req-{i}", model=f"{NAME}/triage", day=DAY, received_at=1_764_300_000.0 + i,
+        champion=ShadowSide(version="v0001", output=truth, latency_ms=champion_ms,
+                            validity={"schema_valid_rate": True}),
+        challenger=ShadowSide(version=challenger, output=challenger_output, latency_ms=challenger_ms,
+                              validity=valid if error != "shutdown" else {}, error=error),
+        agreement=None if challenger_output is None else float(challenger_output == truth),
+        exact_match=None if challenger_output is None else float(challenger_output == truth))
+
+
+def write_pairs(store: ArtifactStore, pairs, *, extra_lines: str = "") -> None:
+    data = "".join(p.model_dump_json() + "\n" for p in pairs) + extra_lines
+    write_object(store, f"{shadow_dir(NAME, DAY)}/gw-000001.jsonl", data.encode())
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (Wilson score without correction)
+    for (k, n), bounds in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611)}.items():
+        r = wilson(k, n)
+        assert (round(r.low, 4), round(r.high, 4)) == bounds and r.value == k / n
+    assert wilson(0, 0).value is None and wilson(10, 10).high == 1.0
+
+
+def test_a_challenger_as_good_as_the_champion_passes_every_gate(tmp_path, domain, tickets):
+    store = ArtifactStore(tmp_path)
+    capture(store, tickets, labelled=30)
+    pairs = [pair(i, t["output"], t["output"], challenger_ms=90.0 + i % 20) for i, t in enumerate(tickets[:60])]
+    other = [pair(70 + i, tickets[70 + i]["output"], tickets[70 + i]["output"], challenger="v0003") for i in range(5)]
+    stopped = [pair(60, tickets[60]["output"], None, error="shutdown")]
+    write_pairs(store, pairs + other + stopped, extra_lines='{"request_id": 7}\nnot json\n')
+
+    result = build_shadow_report(domain, store, "v0002")
+    report = result.report
+    assert report.decided and report.passed, report.gates
+    assert (report.lines_read, report.other_versions, report.rejected) == (68, 5, 2)  # 61 + 5 + 2: nothing lost
+    assert report.rejected_examples[0].endswith("gw-000001.jsonl:67: request_id: Input should be a valid string")
+    assert report.rejected_examples[1].endswith("gw-000001.jsonl:68: not JSON (Expecting value)")
+    r = report.roles["triage"]
+    assert (r.pairs, r.not_judged, r.errors) == (60, 1, {})  # the gateway's shutdown is not the challenger's fault
+    assert r.agreement.k == 60 and r.challenger_correct.n == r.champion_correct.n == 30
+    assert r.challenger_latency_ms.p95 < r.champion_latency_ms.p95 * 1.1
+    assert report.gates["shadow_quality"].detail.startswith("triage: right 100.0%")
+    languages = {s.value: s.pairs for s in r.slices if s.key == "language"}
+    assert sum(languages.values()) == 60 and "en" in languages  # slices from the captured turns
+    assert store.verify(result.rel).kind == "shadow_report" and "| triage | all | 60 |" in result.markdown
+
+
+def test_too_few_pairs_decide_nothing(tmp_path, domain, tickets):
+    store = ArtifactStore(tmp_path)
+    write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:10])])
+    report = build_shadow_report(domain, store, "v0002").report
+    assert not report.decided and not report.passed
+    assert report.gates["shadow_pairs"].detail == "at least 40 judged pairs per role: short in triage 10"
+    assert {g.detail for n, g in report.gates.items() if n != "shadow_pairs"} == {"not decided: fewer than 40 pairs"}
+
+
+def test_a_wrong_invalid_and_slow_challenger_fails_with_reasons(tmp_path, domain, tickets):
+    store = ArtifactStore(tmp_path)
+    capture(store, tickets, labelled=40)
+    pairs = []
+    for i, t in enumerate(tickets[:60]):
+        wrong = {**t["output"], "priority": "low" if t["output"]["priority"] != "low" else "high"}
+        out = wrong if i % 3 == 0 else t["output"]  # wrong on a third of the tickets
+        pairs.append(pair(i, t["output"], out, challenger_ms=300.0))
+    pairs += [pair(60, tickets[60]["output"], None, error="timeout"),
+              pair(61, tickets[61]["output"], None, error="invalid")]
+    write_pairs(store, pairs)
+    report = build_shadow_report(domain, store, "v0002").report
+    assert report.decided and not report.passed
+    g = report.gates
+    assert not g["shadow_validity"].passed and "(invalid 1, timeout 1)" in g["shadow_validity"].detail
+    assert not g["shadow_quality"].passed and "vs champion 100.0% (tolerance 2%)" in g["shadow_quality"].detail
+    assert not g["shadow_latency"].passed and "p95 300.0 ms vs champion 100.0 ms" in g["shadow_latency"].detail
+    assert g["shadow_pairs"].passed
+
+
+def test_without_labels_the_challenger_must_agree_with_the_champion(tmp_path, domain, tickets):
+    store = ArtifactStore(tmp_path)
+    alike = [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:50])]
+    write_pairs(store, alike)
+    assert build_shadow_report(domain, store, "v0002").report.gates["shadow_quality"].passed
+    half = [pair(i, t["output"], {**t["output"], "needs_human": not t["output"]["needs_human"]} if i % 2 else
+                 t["output"]) for i, t in enumerate(tickets[:50])]
+    write_pairs(store, half)
+    gate = build_shadow_report(domain, store, "v0002").report.gates["shadow_quality"]
+    assert not gate.passed and "agreement 50.0%" in gate.detail and "0 labelled pairs < 20" in gate.detail
+
+
+def test_the_asset_reports_the_gates_as_blocking_checks(tmp_path, domain, tickets, monkeypatch):
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.partitions import versions_partitions
+    from slm_platform.orchestration.resources import ArtifactStoreResource
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    capture(store, tickets, labelled=0)
+    write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:12])])
+    defs = build_domain_defs(domain)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(versions_partitions(NAME).name, ["v0002"])
+    everything = [*(defs.assets or []), *(defs.asset_checks or [])]
+    result = dg.materialize(everything, selection=[dg.AssetKey([NAME, "shadow_report"])], partition_key="v0002",
+                            instance=instance, resources={**(defs.resources or {}), "artifacts": ArtifactStoreResource(root=str(store.root))},
+                            raise_on_error=False)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"shadow_pairs": False, "shadow_validity": False, "shadow_quality": False,
+                      "shadow_latency": False}
+    md = result.asset_materializations_for_node(f"{NAME}__shadow_report")[0].metadata
+    assert md["triage/pairs"].value == 12 and md["decided"].value is False
