@@ -167,3 +167,48 @@ def test_the_asset_reports_the_gates_as_blocking_checks(tmp_path, domain, ticket
                       "shadow_latency": False}
     md = result.asset_materializations_for_node(f"{NAME}__shadow_report")[0].metadata
     assert md["triage/pairs"].value == 12 and md["decided"].value is False
+
+
+def test_a_failed_shadow_report_refuses_the_move_to_champion_and_a_passed_one_is_its_evidence(
+        tmp_path, domain, tickets, monkeypatch):
+    """Approval of a waiting challenger reads shadow_report[v]: a decided failure refuses, a pass is
+    recorded as the event's evidence, an undecided report is recorded as such."""
+    from test_registry import publish_version
+
+    from slm_platform.orchestration import registry as reg
+    from slm_platform.orchestration.instance import get_instance
+    from slm_platform.registry.releases import reference_name
+
+    monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    store = ArtifactStore(tmp_path / "artifacts")
+    publish_version(store, "v0001")
+    publish_version(store, "v0002", reference=reference_name("v0001"))
+    instance = get_instance(tmp_path / "dagster")
+    try:
+        reg.promote(instance, store, NAME, "v0001", actor="ana", reason="first")
+        reg.promote(instance, store, NAME, "v0002", alias="challenger", actor="slm run", reason="waiting")
+        slow = [pair(i, t["output"], t["output"], challenger_ms=500.0) for i, t in enumerate(tickets[:50])]
+        write_pairs(store, slow)
+        build_shadow_report(domain, store, "v0002")
+        with pytest.raises(reg.ReleaseRefused, match="shadow gate 'shadow_latency' failed for v0002"):
+            reg.approve(instance, store, NAME, "v0002", actor="bo", reason="ship it")
+
+        write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:50])])  # rewritten: fast
+        build_shadow_report(domain, store, "v0002")
+        [moved] = reg.approve(instance, store, NAME, "v0002", actor="bo", reason="shadow passed")
+        assert moved.event.evidence["shadow_latency"].startswith("passed:")
+        assert moved.event.evidence["shadow_quality"].startswith("passed: triage: agreement 100.0%")
+        assert moved.event.evidence["no_regression"].startswith("passed")  # the offline gates still there
+    finally:
+        instance.dispose()
+
+
+def test_undecided_or_missing_shadow_is_recorded_not_refused(tmp_path, domain, tickets):
+    from slm_platform.orchestration.registry import shadow_verdict
+
+    store = ArtifactStore(tmp_path)
+    assert shadow_verdict(store, NAME, "v0002") == ({"shadow": "not shadowed (no shadow_report)"}, [])
+    write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:7])])
+    build_shadow_report(domain, store, "v0002")
+    assert shadow_verdict(store, NAME, "v0002") == ({"shadow": "not decided: triage 7 of 40 pairs"}, [])

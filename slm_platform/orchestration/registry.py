@@ -19,13 +19,14 @@ import dagster as dg
 
 from slm_platform.artifacts import ArtifactError, ArtifactStore
 from slm_platform.evals.report import EvalReport, REPORT_FILE
-from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root
+from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root, shadow_report_dir
 from slm_platform.registry.history import (
     ALIASES, Action, Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, history_markdown, replay,
 )
 from slm_platform.registry.packages import PackageError, ServingSpec, verify_package
 from slm_platform.registry.pointer import ReleasePointer, read_pointer, write_pointer
 from slm_platform.registry.releases import evaluated_against
+from slm_platform.shadow.report import ShadowReport
 
 RELEASE = "release"
 MAX_ATTEMPTS = 200  # decisions per move under contention (each lost race costs one conflict event)
@@ -208,6 +209,26 @@ def inspect_candidate(instance: dg.DagsterInstance, store: ArtifactStore, domain
     return Candidate(version, rel, package_hash, roles, report, evidence, reasons)
 
 
+def shadow_verdict(store: ArtifactStore, domain: str, version: str) -> tuple[dict[str, str], list[str]]:
+    """Evidence and refusal reasons from `shadow_report[version]`, for a move to champion: a decided
+    report whose gates failed refuses; an undecided one (or none: the version was never shadowed)
+    is recorded as such and leaves the decision to whoever promotes."""
+    rel = shadow_report_dir(domain, version)
+    if not store.exists(rel):
+        return {"shadow": "not shadowed (no shadow_report)"}, []
+    try:
+        report = ShadowReport.read(store.open_verified(rel))
+    except ArtifactError as exc:
+        return {}, [f"shadow_report[{version}] does not verify: {exc}"]
+    if not report.decided:
+        pairs = ", ".join(f"{r.role} {r.pairs}" for r in report.roles.values()) or "none"
+        return {"shadow": f"not decided: {pairs} of {report.min_pairs} pairs"}, []
+    evidence = {name: f"{'passed' if g.passed else 'failed'}: {g.detail}" for name, g in report.gates.items()}
+    reasons = [f"shadow gate {name!r} failed for {version}: {g.detail}" for name, g in report.gates.items()
+               if not g.passed]
+    return evidence, reasons
+
+
 # --- operations ------------------------------------------------------------------------------------
 def _move(instance: dg.DagsterInstance, store: ArtifactStore, domain: str,
           decide: Callable[[RegistryState], ReleaseEvent]) -> Moved:
@@ -239,8 +260,9 @@ def promote(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, ver
     """
     reconcile(instance, store, domain)
     cand = inspect_candidate(instance, store, domain, version)
-    if cand.reasons:
-        raise ReleaseRefused(f"promote {domain} {version}", cand.reasons)
+    shadow_evidence, shadow_reasons = shadow_verdict(store, domain, version) if alias == "champion" else ({}, [])
+    if cand.reasons or shadow_reasons:
+        raise ReleaseRefused(f"promote {domain} {version}", cand.reasons + shadow_reasons)
     roles = (role,) if role is not None else cand.roles
     if role is not None and role not in cand.roles:
         raise ReleaseRefused(f"promote {domain} {version}", [f"package serves roles {list(cand.roles)}, not {role!r}"])
@@ -257,7 +279,7 @@ def promote(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, ver
                     f"not with the current champion {champion} of {r}: re-materialize eval_report[{version}]"])
             return ReleaseEvent(domain=domain, role=r, alias=alias, action=action, from_version=current,
                                 to_version=version, actor=actor, reason=reason, package_rel=cand.package_rel,
-                                package_hash=cand.package_hash, evidence=cand.evidence)
+                                package_hash=cand.package_hash, evidence={**cand.evidence, **shadow_evidence})
         return decide
 
     return [_move(instance, store, domain, decider(r)) for r in roles]
