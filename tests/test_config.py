@@ -819,6 +819,7 @@ READERS: dict[str, tuple[str, str]] = {
     "improvement.shadow.min_agreement": (r"judge\.min_agreement\b", "shadow_quality gate without labels"),
     "improvement.shadow.min_labelled": (r"judge\.min_labelled\b", "shadow_quality: labelled pairs to judge on"),
     "improvement.shadow.latency_tolerance": (r"judge\.latency_tolerance\b", "shadow_latency gate"),
+    "improvement.shadow.interval_s": (r"cfg\.shadow\.interval_s\b", "the shadow sensor's interval"),
 }
 
 

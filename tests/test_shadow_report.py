@@ -212,3 +212,56 @@ def test_undecided_or_missing_shadow_is_recorded_not_refused(tmp_path, domain, t
     write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:7])])
     build_shadow_report(domain, store, "v0002")
     assert shadow_verdict(store, NAME, "v0002") == ({"shadow": "not decided: triage 7 of 40 pairs"}, [])
+
+
+def test_the_shadow_sensor_judges_until_decided_then_promotes_or_holds(tmp_path, domain, tickets, monkeypatch):
+    """The `<domain>_shadow` sensor on a real instance: judge the challenger while undecided, promote a
+    passing one under `auto` (an `approve` event by the sensor), hold a failing one with its reasons."""
+    from test_registry import publish_version
+
+    from slm_platform.orchestration import registry as reg
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.instance import get_instance
+    from slm_platform.orchestration.resources import ArtifactStoreResource
+    from slm_platform.registry.releases import current_release, reference_name
+
+    monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    store = ArtifactStore(tmp_path / "artifacts")
+    for v, ref in (("v0001", None), ("v0002", reference_name("v0001")), ("v0003", reference_name("v0001"))):
+        publish_version(store, v, reference=ref)
+    sensor = next(s for s in build_domain_defs(domain).sensors if s.name == f"{NAME}_shadow")
+    instance = get_instance(tmp_path / "dagster")
+
+    def tick():
+        with dg.build_sensor_context(instance=instance, resources={
+                "artifacts": ArtifactStoreResource(root=str(store.local_root))}) as context:
+            return sensor(context)
+
+    try:
+        assert tick().skip_message == "no challenger to shadow"
+        reg.promote(instance, store, NAME, "v0001", actor="ana", reason="first")
+        reg.promote(instance, store, NAME, "v0003", alias="challenger", actor="retrain", reason="shadow it")
+        request = tick()
+        assert isinstance(request, dg.RunRequest) and request.partition_key == "v0003" and "no report yet" in request.tags["slm/shadow"]
+
+        wrong = [pair(i, t["output"], {**t["output"], "language": "xx"}) for i, t in enumerate(tickets[:50])]
+        write_pairs(store, [p.model_copy(update={"challenger": p.challenger.model_copy(update={"version": "v0003"})})
+                            for p in wrong])
+        build_shadow_report(domain, store, "v0003")
+        held = tick()
+        assert "v0003 failed its shadow gates and stays unpromoted (shadow_quality: triage: agreement 0.0%" \
+            in held.skip_message
+        assert current_release(store, NAME, "triage").version == "v0001"
+
+        reg.promote(instance, store, NAME, "v0002", alias="challenger", actor="retrain", reason="next try")
+        write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:50])])
+        build_shadow_report(domain, store, "v0002")
+        done = tick()
+        assert done.skip_message.startswith("v0002 promoted to champion: shadow passed on triage 50 pairs")
+        assert current_release(store, NAME, "triage").version == "v0002"
+        last = reg.read_log(instance, NAME)[-1].event
+        assert (last.action, last.actor, last.to_version) == ("approve", f"sensor {NAME}_shadow", "v0002")
+        assert last.evidence["shadow_validity"].startswith("passed")
+    finally:
+        instance.dispose()

@@ -413,6 +413,7 @@ class ShadowJudgeBlock(Strict):
     min_agreement: float = Field(0.8, ge=0, le=1)
     min_labelled: int = Field(30, ge=1)
     latency_tolerance: float = Field(0.10, ge=0)  # challenger p95 at most this much above the champion's
+    interval_s: int = Field(300, ge=30)  # how often the shadow sensor judges the challenger again
 
 
 class ImprovementBlock(Strict):

@@ -11,7 +11,11 @@
   second run and turning the sensor back on after a pause starts at most one.
 - `<domain>_challenger` (sensor): a version packaged by a retrain run becomes the challenger, which
   the gateway shadows.
-Both sensors and the schedule start stopped: an operator turns the loop on in the UI.
+- `<domain>_shadow` (sensor, every `improvement.shadow.interval_s`): judges the challenger again
+  (`<domain>_shadow` job: `shadow_report[v]`) until the report is decided; then promotes it when
+  the shadow gates passed and `improvement.promotion` is auto, or holds it with the reason (failed
+  gates, or waiting for a human's approval).
+The sensors and the schedule start stopped: an operator turns the loop on in the UI.
 """
 
 import json
@@ -20,11 +24,11 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from slm_platform.domain import Domain
-from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs
+from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
 from slm_platform.improvement.decision import RetrainDecision
 from slm_platform.improvement.inputs import training_runs
 from slm_platform.orchestration.partitions import next_version
-from slm_platform.orchestration.registry import ReleaseRefused, promote
+from slm_platform.orchestration.registry import ReleaseRefused, approve, promote, registry_state
 from slm_platform.orchestration.resources import ArtifactStoreResource
 
 VERSION_KEYS = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
@@ -106,8 +110,30 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
             return dg.SkipReason(f"{version} not made challenger: {'; '.join(exc.reasons)}")
         return dg.SkipReason(f"{version} is the challenger")
 
+    shadow_job = dg.define_asset_job(f"{name}_shadow", selection=[dg.AssetKey([name, "shadow_report"])],
+                                     partitions_def=versions, tags={DOMAIN_TAG: name, KIND_TAG: "shadow"},
+                                     description=f"Judge the {name} challenger on the gateway's shadow pairs so far.")
+
+    @dg.sensor(name=f"{name}_shadow", job=shadow_job, minimum_interval_seconds=cfg.shadow.interval_s,
+               default_status=dg.DefaultSensorStatus.STOPPED)
+    def shadow(context: dg.SensorEvaluationContext, artifacts: ArtifactStoreResource):
+        store = artifacts.store()
+        judging = [r.run_id[:8] for r in context.instance.get_runs(
+            dg.RunsFilter(tags={DOMAIN_TAG: name, KIND_TAG: "shadow"}, statuses=IN_PROGRESS))]
+        waiting = registry_state(context.instance, name).awaiting_approval()
+        step = next_shadow_step(store, name, waiting, cfg.promotion, judging=judging)
+        if step.step == "judge":
+            return dg.RunRequest(partition_key=step.version, tags={"slm/shadow": step.reason[:200]})
+        if step.step == "promote":
+            try:
+                approve(context.instance, store, name, step.version, actor=f"sensor {name}_shadow", reason=step.reason)
+            except ReleaseRefused as exc:
+                return dg.SkipReason(f"{step.version} not promoted: {'; '.join(exc.reasons)}")
+            return dg.SkipReason(f"{step.version} promoted to champion: {step.reason}")
+        return dg.SkipReason(step.reason)
+
     return dg.Definitions(
         assets=[dg.AssetSpec(retrain_key(name), group_name=name, kinds={"sensor"}, tags={"domain": name},
                              description=f"Every retrain the {name}_retrain sensor started or deferred, with each "
                                          "trigger's evidence and the budget (observations).")],
-        jobs=[daily_job, version_job], schedules=[daily_capture], sensors=[retrain, challenger])
+        jobs=[daily_job, version_job, shadow_job], schedules=[daily_capture], sensors=[retrain, challenger, shadow])

@@ -19,14 +19,14 @@ import dagster as dg
 
 from slm_platform.artifacts import ArtifactError, ArtifactStore
 from slm_platform.evals.report import EvalReport, REPORT_FILE
-from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root, shadow_report_dir
+from slm_platform.layout import adapters_root, candidate_eval_dir, package_dir, packages_root
 from slm_platform.registry.history import (
     ALIASES, Action, Alias, LoggedEvent, RegistryState, ReleaseEvent, VersionFacts, history_markdown, replay,
 )
 from slm_platform.registry.packages import PackageError, ServingSpec, verify_package
 from slm_platform.registry.pointer import ReleasePointer, read_pointer, write_pointer
 from slm_platform.registry.releases import evaluated_against
-from slm_platform.shadow.report import ShadowReport
+from slm_platform.shadow.report import read_shadow_report
 
 RELEASE = "release"
 MAX_ATTEMPTS = 200  # decisions per move under contention (each lost race costs one conflict event)
@@ -213,13 +213,12 @@ def shadow_verdict(store: ArtifactStore, domain: str, version: str) -> tuple[dic
     """Evidence and refusal reasons from `shadow_report[version]`, for a move to champion: a decided
     report whose gates failed refuses; an undecided one (or none: the version was never shadowed)
     is recorded as such and leaves the decision to whoever promotes."""
-    rel = shadow_report_dir(domain, version)
-    if not store.exists(rel):
-        return {"shadow": "not shadowed (no shadow_report)"}, []
     try:
-        report = ShadowReport.read(store.open_verified(rel))
+        report = read_shadow_report(store, domain, version)
     except ArtifactError as exc:
         return {}, [f"shadow_report[{version}] does not verify: {exc}"]
+    if report is None:
+        return {"shadow": "not shadowed (no shadow_report)"}, []
     if not report.decided:
         pairs = ", ".join(f"{r.role} {r.pairs}" for r in report.roles.values()) or "none"
         return {"shadow": f"not decided: {pairs} of {report.min_pairs} pairs"}, []

@@ -26,9 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.evals.gates import GateResult
 from slm_platform.evals.metrics import MISSING_SLICE, latency_summary, score_example
+from slm_platform.layout import shadow_report_dir
 from slm_platform.records import canonical_json
 from slm_platform.shadow.pairs import PairsRead, ShadowPair
 
@@ -119,6 +121,12 @@ class ShadowReport(_Strict):
     @classmethod
     def read(cls, folder: Path) -> "ShadowReport":
         return cls.model_validate_json((folder / REPORT_FILE).read_text(encoding="utf-8"))
+
+
+def read_shadow_report(store: ArtifactStore, domain: str, version: str) -> ShadowReport | None:
+    """The published shadow_report[version], verified; None if never built (ArtifactError if tampered)."""
+    rel = shadow_report_dir(domain, version)
+    return ShadowReport.read(store.open_verified(rel)) if store.exists(rel) else None
 
 
 def shadowed_roles(domain: Domain) -> list[str]:
