@@ -28,6 +28,8 @@ from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.layout import base_model_dir
 from slm_platform.registry.releases import reference_name
+from slm_platform.shadow.pairs import read_pairs
+from slm_platform.shadow.report import judge_challenger
 from test_gateway import GENTLE, ROOT, GatewayProcess, edit_config, publish_lora_package  # tests/test_gateway.py
 
 pytestmark = pytest.mark.integration
@@ -159,7 +161,7 @@ def shadow_world(vllm_server, smollm2_dir, tmp_path_factory):
         for m in httpx.get(vllm_server.url + "/v1/models").json()["data"]:  # vLLM-CPU compiles on first use
             httpx.post(vllm_server.url + "/v1/completions", json={"model": m["id"], "prompt": [1, 2, 3], "max_tokens": 2},
                        timeout=600)
-        yield {"gw": gw, "proxy": proxy, "store": store, "domains": domains, "tmp": tmp}
+        yield {"gw": gw, "proxy": proxy, "store": store, "domains": domains, "tmp": tmp, "triage": triage}
     finally:
         gw.stop()
         proxy.close()
@@ -267,6 +269,12 @@ def test_a_broken_challenger_changes_no_response_and_no_latency(shadow_world):
         assert p["champion"]["version"] == "v0001" and p["challenger"]["version"] == "v0002"
         assert p["challenger"]["validity"]["schema_valid_rate"] is True
         assert p["agreement"] in (0.0, 1.0) and p["challenger"]["latency_ms"] > 0
+    # the same files read back typed and judged, as shadow_report[v2] reads them: nothing unreadable
+    read = read_pairs(world["store"], "support_triage", "v0002")
+    assert read.rejected == [] and len(read.pairs) == len(pairs)
+    role = judge_challenger(world["triage"], "v0002", read, {}).roles["triage"]
+    assert role.errors.get("invalid", 0) >= 1 and role.errors.get("error", 0) >= 1
+    assert role.pairs + role.not_judged == len(pairs) and role.challenger_valid.k == len(ok)
     code = gw.proc.returncode
     assert code in (0, -signal.SIGTERM)
     log = (world["tmp"] / "gateway.log").read_text()
