@@ -125,7 +125,7 @@ def test_full_fixture_sets_every_block_to_non_default_values():
     for dotted in ["data.capture", "data.redaction", "data.dedupe", "data.clustering", "data.split", "data.labels",
                    "data.min_rows", "teacher", "teacher.pricing", "model.recipe", "model.trainer", "eval",
                    "serving", "improvement", "improvement.triggers", "improvement.budget",
-                   "improvement.warm_start", "improvement.shadow"]:
+                   "improvement.warm_start", "improvement.shadow", "improvement.demotion"]:
         block, written = cfg, raw
         for part in dotted.split("."):
             block, written = getattr(block, part), written[part]
@@ -410,7 +410,7 @@ def test_old_config_with_an_early_improvement_block_and_serving_routes(tmp_path)
         f"{path}: serving.shadow.mirror_to: found unknown key 'mirror_to', expected one of the keys rate, "
         "queue_size, timeout_ms",
         f"{path}: improvement.mode: found unknown key 'mode', expected one of the keys promotion, capture_schedule, "
-        "retrain_interval_s, triggers, budget, warm_start, shadow",
+        "retrain_interval_s, triggers, budget, warm_start, shadow, demotion",
     ]
 
 
@@ -820,6 +820,9 @@ READERS: dict[str, tuple[str, str]] = {
     "improvement.shadow.min_labelled": (r"judge\.min_labelled\b", "shadow_quality: labelled pairs to judge on"),
     "improvement.shadow.latency_tolerance": (r"judge\.latency_tolerance\b", "shadow_latency gate"),
     "improvement.shadow.interval_s": (r"cfg\.shadow\.interval_s\b", "the shadow sensor's interval"),
+    "improvement.demotion.window": (r"demotion\.window\b", "demotion sensor: calls judged"),
+    "improvement.demotion.max_error_rate": (r"demotion\.max_error_rate\b", "demotion sensor: the limit"),
+    "improvement.demotion.interval_s": (r"demotion\.interval_s\b", "demotion sensor's interval"),
 }
 
 

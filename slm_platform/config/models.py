@@ -416,6 +416,15 @@ class ShadowJudgeBlock(Strict):
     interval_s: int = Field(300, ge=30)  # how often the shadow sensor judges the challenger again
 
 
+class DemotionBlock(Strict):
+    # The `<domain>_demotion` sensor rolls the champion back when, over its last `window` calls at
+    # the gateway since it was promoted, more than `max_error_rate` fell back (slm timeout, error or
+    # invalid output). Read from the gateway's capture inbox every `interval_s`.
+    window: int = Field(50, ge=1)
+    max_error_rate: float = Field(0.05, ge=0, lt=1)
+    interval_s: int = Field(60, ge=10)
+
+
 class ImprovementBlock(Strict):
     # What happens to a version that passed every gate and was packaged at the end of a pass
     # (`slm run`): `auto` promotes it to champion at once; `approval` makes it the challenger, and
@@ -428,6 +437,7 @@ class ImprovementBlock(Strict):
     budget: BudgetBlock = Field(default_factory=BudgetBlock)
     warm_start: WarmStartBlock = Field(default_factory=WarmStartBlock)
     shadow: ShadowJudgeBlock = Field(default_factory=ShadowJudgeBlock)
+    demotion: DemotionBlock = Field(default_factory=DemotionBlock)
 
     @field_validator("capture_schedule")
     @classmethod

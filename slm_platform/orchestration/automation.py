@@ -15,6 +15,9 @@
   (`<domain>_shadow` job: `shadow_report[v]`) until the report is decided; then promotes it when
   the shadow gates passed and `improvement.promotion` is auto, or holds it with the reason (failed
   gates, or waiting for a human's approval).
+- `<domain>_demotion` (sensor, every `improvement.demotion.interval_s`): rolls a role's champion
+  back when too many of its last calls at the gateway fell back (`improvement.demotion`), recording
+  the verdict as the rollback's reason.
 The sensors and the schedule start stopped: an operator turns the loop on in the UI.
 """
 
@@ -23,12 +26,14 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from slm_platform import settings
 from slm_platform.domain import Domain
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
 from slm_platform.improvement.decision import RetrainDecision
+from slm_platform.improvement.demotion import gateway_rows, judge_champion
 from slm_platform.improvement.inputs import training_runs
 from slm_platform.orchestration.partitions import next_version
-from slm_platform.orchestration.registry import ReleaseRefused, approve, promote, registry_state
+from slm_platform.orchestration.registry import ReleaseRefused, approve, promote, registry_state, rollback
 from slm_platform.orchestration.resources import ArtifactStoreResource
 
 VERSION_KEYS = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
@@ -132,8 +137,33 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
             return dg.SkipReason(f"{step.version} promoted to champion: {step.reason}")
         return dg.SkipReason(step.reason)
 
+    @dg.sensor(name=f"{name}_demotion", minimum_interval_seconds=cfg.demotion.interval_s,
+               default_status=dg.DefaultSensorStatus.STOPPED)
+    def demotion(context: dg.SensorEvaluationContext, artifacts: ArtifactStoreResource):
+        state = registry_state(context.instance, name)
+        inbox = settings.inbox_dir(name, domain.config.data.capture.inbox)
+        said = []
+        for role in domain.roles:
+            champion, since = state.version(role), state.since(role)
+            if champion is None or since is None:
+                said.append(f"{role}: no champion")
+                continue
+            verdict = judge_champion(gateway_rows(inbox, since), model=f"{name}/{role}", role=role,
+                                     champion=champion, window=cfg.demotion.window,
+                                     max_error_rate=cfg.demotion.max_error_rate)
+            if verdict.demote:
+                try:
+                    [moved] = rollback(context.instance, artifacts.store(), name, role=role,
+                                       actor=f"sensor {name}_demotion", reason=f"demoted: {verdict.reason}")
+                    said.append(f"{role}: rolled back to {moved.event.to_version}: {verdict.reason}")
+                except ReleaseRefused as exc:
+                    said.append(f"{role}: should be demoted ({verdict.reason}) but: {'; '.join(exc.reasons)}")
+            else:
+                said.append(f"{role}: {verdict.reason}")
+        return dg.SkipReason(" | ".join(said))
+
     return dg.Definitions(
         assets=[dg.AssetSpec(retrain_key(name), group_name=name, kinds={"sensor"}, tags={"domain": name},
                              description=f"Every retrain the {name}_retrain sensor started or deferred, with each "
                                          "trigger's evidence and the budget (observations).")],
-        jobs=[daily_job, version_job, shadow_job], schedules=[daily_capture], sensors=[retrain, challenger, shadow])
+        jobs=[daily_job, version_job, shadow_job], schedules=[daily_capture], sensors=[retrain, challenger, shadow, demotion])

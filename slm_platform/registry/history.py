@@ -100,6 +100,12 @@ class RegistryState:
         current = self.version(role)
         return next((v for v in reversed(self.champions(role)) if v != current), None)
 
+    def since(self, role: str, alias: Alias = "champion") -> datetime | None:
+        """When the alias last moved to its current version (what the demotion window starts at)."""
+        last = next((o for o in reversed(self.outcomes) if o.applied and o.logged.event.role == role
+                     and o.logged.event.alias == alias), None)
+        return datetime.fromtimestamp(last.logged.recorded_at, timezone.utc) if last else None
+
     def awaiting_approval(self) -> dict[str, str]:
         """role -> its challenger: a version that passed its gates and waits to become champion."""
         return {role: a["challenger"].version for role, a in sorted(self.aliases.items()) if "challenger" in a}

@@ -11,7 +11,8 @@ size is the `slm_gateway_capture_backlog` gauge. One writer thread takes what qu
    renders it), `output` and `labels.capture` (what the gateway answered; also `labels.teacher`
    when the teacher answered), and `meta` with `request_id`, `model`, `route`, `version`,
    `validity` (the evals.metrics scores the drift report reads), `fallbacks` ("<route>:<reason>"),
-   `latency_ms`, `upstream_ms`, `day` and `captured_at`;
+   `latency_ms`, `upstream_ms`, `day`, `captured_at` and `champion` (the role's champion when the
+   request came in, also when another route answered: what automatic demotion judges);
 2. redacts it with the domain's `Redactor` (`data.redaction`, the dataset stage's policy), BEFORE
    anything is written;
 3. keeps it when the stage's own sampling keeps it: `data.capture.sample_rate` on the hash of the
@@ -85,7 +86,7 @@ def capture_turn(ex: Exchange) -> dict[str, Any]:
                  "request_id": ex.request_id, "model": f"{ex.domain}/{ex.role}", "route": ex.route,
                  "version": ex.version, "validity": dict(ex.validity), "fallbacks": list(ex.fallbacks),
                  "latency_ms": round(ex.latency_ms, 3), "upstream_ms": round(ex.upstream_ms, 3), "day": day,
-                 "stream": ex.stream},
+                 "stream": ex.stream, "champion": ex.champion},
     }
 
 
