@@ -32,11 +32,10 @@ from urllib.parse import unquote, urlparse
 __all__ = [
     "ArtifactError", "ArtifactNotFoundError", "ArtifactExistsError", "ArtifactIntegrityError",
     "Manifest", "ArtifactStore", "StagingDir", "sha256_file", "sha256_bytes",
-    "MANIFEST_NAME", "DEFAULT_ROOT",
+    "MANIFEST_NAME",
 ]
 
 MANIFEST_NAME = "manifest.json"
-DEFAULT_ROOT = "./.slm/artifacts"
 _CHUNK = 1 << 20
 _MAX_EXTRA_BYTES = 64 * 1024
 
@@ -158,10 +157,6 @@ class ArtifactStore:
             self.root = root.rstrip("/")
             self._fs, self._fs_root = fsspec.core.url_to_fs(self.root, **self.storage_options)
             self._fs_root = self._fs_root.rstrip("/")
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> ArtifactStore:
-        return cls(os.environ.get("SLM_ARTIFACTS") or DEFAULT_ROOT, **kwargs)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.root!r})"

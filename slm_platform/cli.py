@@ -587,6 +587,7 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_registry(args: argparse.Namespace) -> int:
     import getpass
 
+    from slm_platform import settings
     from slm_platform.artifacts import ArtifactStore
     from slm_platform.orchestration import registry as reg
     from slm_platform.orchestration.instance import get_instance
@@ -596,7 +597,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
                          f"{args.domain} v0001")
     if args.action in ("promote", "approve", "rollback") and not args.reason:
         raise SystemExit(f"slm registry {args.action} needs --reason TEXT (it is recorded in the history)")
-    console, store, instance = _console(), ArtifactStore.from_env(), get_instance()
+    console, store, instance = _console(), ArtifactStore(settings.artifacts_root()), get_instance()
     try:
         if args.action in ("promote", "approve", "rollback"):
             actor = getpass.getuser()

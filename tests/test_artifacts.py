@@ -184,12 +184,19 @@ def test_reserved_and_invalid_names(store: ArtifactStore):
             pass
 
 
-def test_from_env(monkeypatch, tmp_path: Path):
+def test_the_store_root_follows_slm_artifacts_then_slm_home(monkeypatch, tmp_path: Path):
+    """Defect: `slm registry` opened ./.slm/artifacts while SLM_HOME pointed elsewhere (where `slm run`
+    had published), so it found no package and its repair wrote a pointer into the wrong store."""
+    from slm_platform import settings
+
     monkeypatch.setenv("SLM_ARTIFACTS", str(tmp_path / "env_root"))
-    assert ArtifactStore.from_env().root == (tmp_path / "env_root").as_uri()
+    assert ArtifactStore(settings.artifacts_root()).root == (tmp_path / "env_root").as_uri()
     monkeypatch.delenv("SLM_ARTIFACTS")
+    monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))
+    assert ArtifactStore(settings.artifacts_root()).local_root == tmp_path / "home" / "artifacts"
+    monkeypatch.delenv("SLM_HOME")
     monkeypatch.chdir(tmp_path)
-    assert ArtifactStore.from_env().local_root == tmp_path / ".slm" / "artifacts"
+    assert ArtifactStore(settings.artifacts_root()).local_root == tmp_path / ".slm" / "artifacts"
 
 
 # -- gs:// through gcsfs against a fake GCS JSON API server ----------------------------------

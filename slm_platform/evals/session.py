@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.domain.contract import RoleContract
@@ -37,7 +38,7 @@ class EvalSession:
     input_for: Callable[[dict[str, Any]], dict[str, Any]] | None
     specs: list[ModelSpec]
     domain: Domain | None = None
-    store: ArtifactStore = field(default_factory=ArtifactStore.from_env)
+    store: ArtifactStore = field(default_factory=lambda: ArtifactStore(settings.artifacts_root()))
     engine: str = "vllm"
     guided: bool = True
     base: str | None = None

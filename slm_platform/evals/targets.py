@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from slm_platform import settings
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.evals.predictors import EnginePredictor, OraclePredictor, Predictor, TeacherPredictor
@@ -86,7 +87,7 @@ def open_predictor(spec: ModelSpec, *, domain: Domain | None = None, store: Arti
             eng = stack.enter_context(VLLMEngine(spec.ref, spec.served_name))
             yield EnginePredictor(eng, name=name, guided=guided, max_tokens=max_tokens, progress=progress)
             return
-        store = store or ArtifactStore.from_env()
+        store = store or ArtifactStore(settings.artifacts_root())
         if spec.kind == SpecKind.BASE:
             model_dir = resolve_base_model(spec.ref, store, log=lambda m: None).local_dir
             eng = _local_model_engine(engine, model_dir, {}, max_model_len=max_model_len, stack=stack)
