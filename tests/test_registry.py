@@ -97,7 +97,9 @@ def test_promote_two_versions_then_rollback_in_one_step(world):
     assert champion(store) == "v0001"
     assert (first.event.from_version, first.event.to_version, first.conflicts) == (None, "v0001", 0)
     assert first.event.package_hash == store.manifest_hash(package_dir(DOMAIN, "v0001"))
-    assert set(first.event.evidence) == set(GATES) and all(v.startswith("passed") for v in first.event.evidence.values())
+    evidence = dict(first.event.evidence)
+    assert evidence.pop("shadow") == "not shadowed (no shadow_report)"  # a move to champion says what shadow found
+    assert set(evidence) == set(GATES) and all(v.startswith("passed") for v in evidence.values())
 
     reg.promote(instance, store, DOMAIN, "v0002", actor="bo", reason="beats v0001 on fr")
     assert champion(store) == "v0002"
