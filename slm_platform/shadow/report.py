@@ -189,8 +189,8 @@ def _role_shadow(domain: Domain, role: str, pairs: Sequence[ShadowPair],
         challenger_correct=wilson(sum(c for c, _ in wins), len(wins)),
         champion_correct=wilson(sum(c for _, c in wins), len(wins)),
         champion_latency_ms=Latency(**{k: lat(p.champion.latency_ms for p in judged)[k] for k in ("p50", "p95")}),
-        challenger_latency_ms=Latency(**{k: lat(p.challenger.latency_ms for p in judged
-                                                 if p.challenger.output is not None)[k] for k in ("p50", "p95")}),
+        # a timeout's latency counts (it is the deadline the challenger ran into), like an answer's
+        challenger_latency_ms=Latency(**{k: lat(p.challenger.latency_ms for p in judged)[k] for k in ("p50", "p95")}),
         slices=slices)
 
 
