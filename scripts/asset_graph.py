@@ -101,7 +101,7 @@ def main() -> int:
             patchA=patches[a], patchB=patches[b], connectionstyle="arc3,rad=0.05"))
 
     for n in parents:
-        listed = "\n".join(f"✓ {c}" for c in checks[n][:4])
+        listed = "\n".join(f"✓ {c}" for c in checks[n])
         box(n, f"{n}\n{listed}" if listed else n, "#dbe9f6" if graph.get(dg.AssetKey([args.domain, n])).is_materializable
             else "#eeeeee")
     for a in automation:

@@ -409,7 +409,7 @@ def test_old_config_with_an_early_improvement_block_and_serving_routes(tmp_path)
     assert [str(p) for p in problems] == [
         f"{path}: serving.shadow.mirror_to: found unknown key 'mirror_to', expected one of the keys rate, "
         "queue_size, timeout_ms",
-        f"{path}: improvement.mode: found unknown key 'mode', expected one of the keys promotion, capture_schedule, "
+        f"{path}: improvement.mode: found unknown key 'mode', expected one of the keys promotion, capture_schedule, capture_day, "
         "retrain_interval_s, triggers, budget, warm_start, shadow, demotion",
     ]
 
@@ -797,15 +797,18 @@ READERS: dict[str, tuple[str, str]] = {
     "serving.latency_budget_ms": (r"serving\.latency_budget_ms\b", "gateway: the SLM attempt's deadline"),
     "serving.breaker.failures": (r"self\.cfg\.failures\b", "gateway circuit breaker (serving/fallback.py)"),
     "serving.breaker.reset_s": (r"self\.cfg\.reset_s\b", "gateway circuit breaker (serving/fallback.py)"),
+    "serving.cost_per_1m_tokens": (r"serving\.cost_per_1m_tokens\b", "shadow report: USD per request"),
     "serving.shadow.rate": (r"shadow\.rate\b", "gateway shadow sampler (serving/shadow.py)"),
     "serving.shadow.queue_size": (r"shadow\.queue_size\b", "gateway shadow queue bound (serving/shadow.py)"),
     "serving.shadow.timeout_ms": (r"shadow\.timeout_ms\b", "gateway shadow: the challenger's deadline"),
     "improvement.promotion": (r"improvement\.promotion\b", "slm run: promote or wait for approval"),
     "improvement.capture_schedule": (r"cfg\.capture_schedule\b", "the daily capture + drift schedule"),
+    "improvement.capture_day": (r"cfg\.capture_day\b", "the capture schedule: closed day or the day so far"),
     "improvement.retrain_interval_s": (r"cfg\.retrain_interval_s\b", "the retrain sensor's interval"),
     "improvement.triggers.quality_drop_points": (r"policy\.quality_drop_points\b", "quality_regression trigger"),
     "improvement.triggers.min_schema_validity": (r"policy\.min_schema_validity\b", "schema_validity trigger"),
     "improvement.triggers.max_unseen_share": (r"policy\.max_unseen_share\b", "distribution_drift trigger"),
+    "improvement.triggers.max_input_auc": (r"policy\.max_input_auc\b", "input_drift trigger"),
     "improvement.triggers.min_new_labelled_rows": (r"policy\.min_new_labelled_rows\b", "new_labelled_rows trigger"),
     "improvement.triggers.contract_change": (r"policy\.contract_change\b", "contract_changed trigger"),
     "improvement.triggers.max_days_since_version": (r"policy\.max_days_since_version\b", "staleness trigger"),
@@ -819,6 +822,8 @@ READERS: dict[str, tuple[str, str]] = {
     "improvement.shadow.min_agreement": (r"judge\.min_agreement\b", "shadow_quality gate without labels"),
     "improvement.shadow.min_labelled": (r"judge\.min_labelled\b", "shadow_quality: labelled pairs to judge on"),
     "improvement.shadow.latency_tolerance": (r"judge\.latency_tolerance\b", "shadow_latency gate"),
+    "improvement.shadow.cost_tolerance": (r"cost_tolerance\b", "shadow_cost gate: tokens per request"),
+    "improvement.shadow.max_cost_per_request": (r"max_cost_per_request\b", "shadow_cost gate: the USD budget"),
     "improvement.shadow.interval_s": (r"cfg\.shadow\.interval_s\b", "the shadow sensor's interval"),
     "improvement.demotion.window": (r"demotion\.window\b", "demotion sensor: calls judged"),
     "improvement.demotion.max_error_rate": (r"demotion\.max_error_rate\b", "demotion sensor: the limit"),

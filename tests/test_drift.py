@@ -72,6 +72,24 @@ def test_js_distance_is_the_root_of_the_divergence():
 
 
 @pytest.mark.integration
+def test_a_key_the_day_does_not_record_is_not_measured_and_never_unseen():
+    """Gateway turns carry no simulator slices (`channel`, `product`): that is not a new value."""
+    import numpy as np
+
+    from slm_platform.drift.categorical import slice_drift, unseen_rows
+
+    reference = [{"channel": ["email", "chat"][i % 2], "output.category": ["bug", "billing"][i % 2]} for i in range(80)]
+    gateway = [{"output.category": ["bug", "billing"][i % 2]} for i in range(60)]
+    channel = slice_drift("channel", reference, gateway, np.random.default_rng(0))
+    assert channel.js.status == "not_measured" and channel.js.value is None and not channel.js.drifted
+    assert "not recorded on any of the 60" in channel.unseen_share.note
+    assert slice_drift("output.category", reference, gateway, np.random.default_rng(0)).unseen_share.value == 0.0
+    assert unseen_rows(["channel", "output.category"], reference, gateway) == [False] * 60
+    # a recorded value the reference never had is unseen; a recorded null is a value too
+    odd = gateway[:58] + [{"channel": "phone", "output.category": "bug"}, {"channel": None, "output.category": "bug"}]
+    assert unseen_rows(["channel", "output.category"], reference, odd)[-2:] == [True, True]
+
+
 def test_an_undrifted_day_is_not_flagged(calm):
     role = calm.report.roles["triage"]
     assert role.status == "ok" and not role.drifted and role.reasons == [] and not calm.report.drifted

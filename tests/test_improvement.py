@@ -39,23 +39,27 @@ def by_name(results):
 def test_each_trigger_fires_past_its_threshold_and_only_then():
     policy = TriggersBlock()
     quiet = TriggerInputs(now=NOW, champion="v0001", drift_day="2026-11-29", unseen_share={ROLE: 0.03},
+                          input_auc={ROLE: 0.74},
                           schema_valid_rate={ROLE: 0.999}, live_quality={ROLE: LiveQuality(0.79, 400, 0.80)},
                           new_labelled_rows=120, contract_changed=[], last_version_at=NOW - timedelta(days=3))
     assert [r.name for r in evaluate_triggers(policy, quiet) if r.fired] == []
     loud = TriggerInputs(now=NOW, champion="v0001", drift_day="2026-11-29", unseen_share={ROLE: 0.061},
+                         input_auc={ROLE: 0.81},
                          schema_valid_rate={ROLE: 0.99}, live_quality={ROLE: LiveQuality(0.76, 400, 0.80)},
                          new_labelled_rows=500, contract_changed=[ROLE], last_version_at=NOW - timedelta(days=31))
     fired = by_name(evaluate_triggers(policy, loud))
     assert all(r.fired for r in fired.values()), [r.line for r in fired.values()]
     assert fired["quality_regression"].value.endswith("(+4.0 points drop)")
     assert fired["distribution_drift"].value == f"{ROLE}: 6.1% unseen (drift report 2026-11-29)"
+    assert fired["input_drift"].line == ("input_drift: FIRED: triage: today's inputs told from training's at AUC "
+                                         "0.810 (drift report 2026-11-29) (threshold > 0.75 AUC)")
     assert fired["staleness"].line == "staleness: FIRED: 31.0 days since the last version (threshold > 30 days)"
 
 
 def test_missing_evidence_is_not_measured_and_never_fires():
     results = by_name(evaluate_triggers(TriggersBlock(), TriggerInputs(now=NOW, champion="v0001",
                                                                        last_version_at=NOW)))
-    for name in ("quality_regression", "schema_validity", "distribution_drift", "new_labelled_rows",
+    for name in ("quality_regression", "schema_validity", "distribution_drift", "input_drift", "new_labelled_rows",
                  "contract_changed"):
         assert (results[name].fired, results[name].measured) == (False, False), results[name]
     off = by_name(evaluate_triggers(TriggersBlock(max_unseen_share=None, contract_change=False),

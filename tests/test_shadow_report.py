@@ -57,14 +57,16 @@ def capture(store: ArtifactStore, tickets, labelled: int) -> None:
 
 
 def pair(i: int, truth: dict, challenger_output: dict | None, *, challenger: str = "v0002", error=None,
-         champion_ms: float = 100.0, challenger_ms: float = 100.0) -> ShadowPair:
+         champion_ms: float = 100.0, challenger_ms: float = 100.0, champion_tokens: int | None = 250,
+         challenger_tokens: int | None = 250) -> ShadowPair:
     valid = {"schema_valid_rate": challenger_output is not None and error is None}
     return ShadowPair(
         request_id=f"req-{i}", model=f"{NAME}/triage", day=DAY, received_at=1_764_300_000.0 + i,
         champion=ShadowSide(version="v0001", output=truth, latency_ms=champion_ms,
-                            validity={"schema_valid_rate": True}),
+                            validity={"schema_valid_rate": True}, tokens=champion_tokens),
         challenger=ShadowSide(version=challenger, output=challenger_output, latency_ms=challenger_ms,
-                              validity=valid if error != "shutdown" else {}, error=error),
+                              validity=valid if error != "shutdown" else {}, error=error,
+                              tokens=challenger_tokens if challenger_output is not None else None),
         agreement=None if challenger_output is None else float(challenger_output == truth),
         exact_match=None if challenger_output is None else float(challenger_output == truth))
 
@@ -104,6 +106,36 @@ def test_a_challenger_as_good_as_the_champion_passes_every_gate(tmp_path, domain
     languages = {s.value: s.pairs for s in r.slices if s.key == "language"}
     assert sum(languages.values()) == 60 and "en" in languages  # slices from the captured turns
     assert store.verify(result.rel).kind == "shadow_report" and "| triage | all | 60 |" in result.markdown
+    assert r.challenger_cost.tokens == r.champion_cost.tokens == 250.0 and r.challenger_cost.n == 60
+    assert r.challenger_cost.usd is None  # no serving.cost_per_1m_tokens: compared in tokens
+    assert report.gates["shadow_cost"].detail == ("(+10% allowed) triage: 250.0 tokens per request vs champion "
+                                                  "250.0 (n=60)")
+    assert "| triage | challenger | " in result.markdown and "| 250.0 (n=60) | - |" in result.markdown
+
+
+def test_a_challenger_that_costs_more_per_request_fails_the_cost_gate(tmp_path, domain, tickets):
+    """Same answers, but the challenger spends 40% more tokens (it pads or repeats): over the
+    tolerance; priced, it also has to fit the budget per request; without usage it is not measured."""
+    store = ArtifactStore(tmp_path)
+    write_pairs(store, [pair(i, t["output"], t["output"], challenger_tokens=350) for i, t in enumerate(tickets[:50])])
+    gate = build_shadow_report(domain, store, "v0002").report.gates["shadow_cost"]
+    assert not gate.passed and gate.detail.endswith("triage: 350.0 tokens per request vs champion 250.0 (n=50)")
+
+    cfg = domain.config
+    priced = dataclasses.replace(domain, config=cfg.model_copy(update={
+        "serving": cfg.serving.model_copy(update={"cost_per_1m_tokens": 0.2})}))
+    priced = judged_by(priced, min_pairs=40, min_agreement=0.8, cost_tolerance=0.5, max_cost_per_request=0.00005)
+    report = build_shadow_report(priced, store, "v0002").report
+    gate = report.gates["shadow_cost"]  # 350 tokens at $0.20 per million: $0.00007 > $0.00005
+    assert not gate.passed and "$0.000070 per request vs budget $5e-05" in gate.detail, gate.detail
+    assert report.roles["triage"].champion_cost.usd == pytest.approx(0.00005)
+    write_pairs(store, [pair(i, t["output"], t["output"], challenger_tokens=240) for i, t in enumerate(tickets[:50])])
+    assert build_shadow_report(priced, store, "v0002").report.gates["shadow_cost"].passed  # $0.000048
+
+    write_pairs(store, [pair(i, t["output"], t["output"], champion_tokens=None, challenger_tokens=None)
+                        for i, t in enumerate(tickets[:50])])
+    gate = build_shadow_report(domain, store, "v0002").report.gates["shadow_cost"]
+    assert not gate.passed and "cost not measured" in gate.detail
 
 
 def test_too_few_pairs_decide_nothing(tmp_path, domain, tickets):
@@ -164,7 +196,7 @@ def test_the_asset_reports_the_gates_as_blocking_checks(tmp_path, domain, ticket
                             raise_on_error=False)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"shadow_pairs": False, "shadow_validity": False, "shadow_quality": False,
-                      "shadow_latency": False}
+                      "shadow_latency": False, "shadow_cost": False}
     md = result.asset_materializations_for_node(f"{NAME}__shadow_report")[0].metadata
     assert md["triage/pairs"].value == 12 and md["decided"].value is False
 

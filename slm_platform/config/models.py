@@ -364,6 +364,9 @@ class ServingBlock(Strict):
     routes: dict[str, Route] = Field(default_factory=dict)  # role -> route; a role not listed: slm (the champion)
     fallback: list[Route] = Field(default_factory=lambda: ["oracle", "teacher"])  # tried in order after the route fails
     latency_budget_ms: int = Field(5000, ge=1)  # an SLM answer slower than this goes down the fallback chain
+    # What a million tokens (prompt + completion) cost on the SLM's own serving hardware, in USD: the
+    # shadow report prices each side's requests with it (null: costs are compared in tokens only).
+    cost_per_1m_tokens: float | None = Field(None, ge=0)
     breaker: BreakerBlock = Field(default_factory=BreakerBlock)
     shadow: ShadowBlock = Field(default_factory=ShadowBlock)
 
@@ -383,6 +386,7 @@ class TriggersBlock(Strict):
     quality_drop_points: float | None = Field(2.0, gt=0)  # champion on truth-labelled live rows below its offline primary metric by more
     min_schema_validity: float | None = Field(0.995, ge=0, le=1)  # gateway schema validity (drift report) below this
     max_unseen_share: float | None = Field(0.05, ge=0, le=1)  # drift: share of traffic with unseen values / novel inputs above this
+    max_input_auc: float | None = Field(0.75, gt=0.5, le=1)  # drift: a classifier tells the day's inputs from training's this well (ROC AUC)
     min_new_labelled_rows: int | None = Field(500, ge=1)  # truth-labelled rows captured since the champion's dataset
     contract_change: bool = True  # a role's schema, catalog or prompt differs from the champion package's: retrain
     max_days_since_version: int | None = Field(30, ge=1)  # staleness floor
@@ -413,6 +417,8 @@ class ShadowJudgeBlock(Strict):
     min_agreement: float = Field(0.8, ge=0, le=1)
     min_labelled: int = Field(30, ge=1)
     latency_tolerance: float = Field(0.10, ge=0)  # challenger p95 at most this much above the champion's
+    cost_tolerance: float = Field(0.10, ge=0)  # challenger tokens per request at most this much above the champion's
+    max_cost_per_request: float | None = Field(None, gt=0)  # USD budget per request (needs serving.cost_per_1m_tokens)
     interval_s: int = Field(300, ge=30)  # how often the shadow sensor judges the challenger again
 
 
@@ -431,7 +437,11 @@ class ImprovementBlock(Strict):
     # it waits (visible in `slm registry ls` and on the release asset) for
     # `slm registry approve <domain> <version> --reason TEXT` or the UI's approve job.
     promotion: Literal["auto", "approval"] = "auto"
-    capture_schedule: str = "30 0 * * *"  # cron (UTC): ingest yesterday's capture and its drift report
+    capture_schedule: str = "30 0 * * *"  # cron (UTC): ingest a capture day and its drift report
+    # Which day a capture_schedule tick ingests: `previous` = the closed UTC day before the tick (a
+    # daily cron); `current` = the day in progress, re-ingested at every tick (an hourly cron sees
+    # drift within the day instead of the next morning; each tick replaces that day's partition).
+    capture_day: Literal["previous", "current"] = "previous"
     retrain_interval_s: int = Field(3600, ge=30)  # how often the retrain sensor evaluates the triggers
     triggers: TriggersBlock = Field(default_factory=TriggersBlock)
     budget: BudgetBlock = Field(default_factory=BudgetBlock)

@@ -117,13 +117,20 @@ def _noise_floor(ref: Counter, n_ref: int, n_cur: int, rng: np.random.Generator,
 
 def slice_drift(key: str, reference: Sequence[dict[str, str]], current: Sequence[dict[str, str]],
                 rng: np.random.Generator, quantile: float = 95.0) -> SliceDrift:
-    """JS distance, PSI and the unseen share of one key (a missing value counts as `<missing>`)."""
-    ref = Counter(row.get(key, MISSING_SLICE) for row in reference)
-    cur = Counter(row.get(key, MISSING_SLICE) for row in current)
-    n_ref, n_cur = len(reference), len(current)
+    """JS distance, PSI and the unseen share of one key over the rows that record it.
+
+    A row without the key says nothing about it (a gateway turn carries no simulator or upstream
+    slice such as `channel`); counting it as a `<missing>` value would make all such traffic
+    "unseen". A recorded null is a value (`<missing>`), as in the eval slices.
+    """
+    ref = Counter(row[key] for row in reference if key in row)
+    cur = Counter(row[key] for row in current if key in row)
+    n_ref, n_cur = sum(ref.values()), sum(cur.values())
     if n_ref < MIN_ROWS or n_cur < MIN_ROWS:
-        note = f"needs {MIN_ROWS} rows on each side"
-        miss = Measure.missing("insufficient_data", n_cur, note, n_reference=n_ref)
+        note = (f"needs {MIN_ROWS} rows on each side" if n_cur or not current
+                else f"not recorded on any of the {len(current)} captured turns")
+        status = "not_measured" if current and not n_cur else "insufficient_data"
+        miss = Measure.missing(status, n_cur, note, n_reference=n_ref)
         return SliceDrift(key=key, js=miss.model_copy(update={"threshold": JS_THRESHOLD}),
                           psi=miss.model_copy(update={"threshold": PSI_THRESHOLD}), unseen_share=miss,
                           reference=_top(ref), current=_top(cur))
@@ -143,6 +150,6 @@ def slice_drift(key: str, reference: Sequence[dict[str, str]], current: Sequence
 
 
 def unseen_rows(keys: Sequence[str], reference: Sequence[dict[str, str]], current: Sequence[dict[str, str]]) -> list[bool]:
-    """Per current row: does any of `keys` hold a value the reference never had?"""
-    seen = {k: {row.get(k, MISSING_SLICE) for row in reference} for k in keys}
-    return [any(row.get(k, MISSING_SLICE) not in seen[k] for k in keys) for row in current]
+    """Per current row: does any of `keys` it records hold a value the reference never had?"""
+    seen = {k: {row[k] for row in reference if k in row} for k in keys}
+    return [any(k in row and seen[k] and row[k] not in seen[k] for k in keys) for row in current]

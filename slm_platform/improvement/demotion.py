@@ -4,8 +4,11 @@ The evidence is the gateway's own capture files (the inbox, written every second
 request records its route and the routes passed over (`meta.fallbacks`, "<route>:<reason>"). A
 champion attempt is a request, while that version was the role's champion (`meta.champion`), that
 the SLM answered, or that fell back after the SLM failed (`slm:timeout`, `slm:error`,
-`slm:invalid`); requests that never reached the SLM (breaker open, not ready) are not attempts. Over the last `improvement.demotion.window` attempts since the current
-champion was promoted, a failure share above `improvement.demotion.max_error_rate` demotes it: the
+`slm:invalid`) or because the route's breaker was open (`slm:breaker_open`: the breaker opens on
+the champion's own failures in a row, so what it turns away fell back because of the champion; not
+counting it would leave a champion that fails every call with a window that never fills). Requests
+that never reached the SLM for another reason (vLLM not ready) are not attempts. Over the last
+`improvement.demotion.window` attempts since the current champion was promoted, a failure share above `improvement.demotion.max_error_rate` demotes it: the
 shadow-free, one-pointer-write rollback of the registry, recorded with this verdict as its reason.
 """
 
@@ -19,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SLM_FAILURES = ("timeout", "error", "invalid")
+SLM_FAILURES = ("timeout", "error", "invalid", "breaker_open")
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def gather_inputs(domain: Domain, store: ArtifactStore, now: datetime) -> Trigge
     built = [at for at in datasets.values() if at is not None]
     last_version_at = max(built) if built else None
 
-    unseen, valid, drift_day = {}, {}, None
+    unseen, auc, valid, drift_day = {}, {}, {}, None
     days = store.list(f"{name}/drift")
     if days:
         drift_day = days[-1]
@@ -67,6 +67,8 @@ def gather_inputs(domain: Domain, store: ArtifactStore, now: datetime) -> Trigge
         for role, r in report.roles.items():
             if r.unseen_share.value is not None:
                 unseen[role] = r.unseen_share.value
+            if r.embedding is not None and r.embedding.classifier_auc.value is not None:
+                auc[role] = r.embedding.classifier_auc.value
             if r.schema_valid_rate.value is not None:
                 valid[role] = r.schema_valid_rate.value
 
@@ -99,6 +101,7 @@ def gather_inputs(domain: Domain, store: ArtifactStore, now: datetime) -> Trigge
                 scores.setdefault(contract.id, []).append(bool(score))
         if isinstance(offline, (int, float)):
             live = {role: LiveQuality(sum(s) / len(s), len(s), float(offline)) for role, s in scores.items() if s}
-    return TriggerInputs(now=now, champion=champion, drift_day=drift_day, unseen_share=unseen, schema_valid_rate=valid,
+    return TriggerInputs(now=now, champion=champion, drift_day=drift_day, unseen_share=unseen, input_auc=auc,
+                         schema_valid_rate=valid,
                          live_quality=live, new_labelled_rows=new_rows, contract_changed=changed,
                          last_version_at=last_version_at)

@@ -29,6 +29,7 @@ class TriggerInputs:
     champion: str | None = None
     drift_day: str | None = None  # the latest drift report's day
     unseen_share: dict[str, float] = field(default_factory=dict)  # role -> share (drift report, measured only)
+    input_auc: dict[str, float] = field(default_factory=dict)  # role -> domain classifier ROC AUC (drift report)
     schema_valid_rate: dict[str, float] = field(default_factory=dict)  # role -> rate at the gateway
     live_quality: dict[str, LiveQuality] = field(default_factory=dict)  # role -> champion on labelled live rows
     new_labelled_rows: int | None = None  # truth-labelled captured rows since the champion's dataset
@@ -93,6 +94,18 @@ def evaluate_triggers(policy: TriggersBlock, inputs: TriggerInputs) -> list[Trig
         out.append(TriggerResult("distribution_drift", got > share, True,
                                  f"{role}: {100 * got:.1f}% unseen (drift report {inputs.drift_day})",
                                  f"> {100 * share:.1f}% unseen"))
+
+    auc = policy.max_input_auc
+    if auc is None:
+        out.append(_off("input_drift"))
+    elif not inputs.input_auc:
+        out.append(TriggerResult("input_drift", False, False, "no drift report with enough rows",
+                                 f"> {auc:.2f} AUC"))
+    else:
+        role, got = max(inputs.input_auc.items(), key=lambda kv: kv[1])
+        out.append(TriggerResult("input_drift", got > auc, True,
+                                 f"{role}: today's inputs told from training's at AUC {got:.3f} "
+                                 f"(drift report {inputs.drift_day})", f"> {auc:.2f} AUC"))
 
     rows = policy.min_new_labelled_rows
     if rows is None:

@@ -1,7 +1,7 @@
 """The improvement loop's automation for one domain: what the daemon runs without anyone asking.
 
 - `<domain>_daily` (schedule `improvement.capture_schedule`, UTC): yesterday's capture day and its
-  drift report.
+  drift report (or, with `improvement.capture_day: current`, the day so far at every tick).
 - `<domain>_retrain` (sensor, every `improvement.retrain_interval_s`): evaluates the triggers
   (`slm_platform.improvement`) and, when one fires, adds a version partition and launches
   `<domain>_version` (dataset -> baseline_eval -> adapter -> eval_report -> package) tagged with the
@@ -73,7 +73,11 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
     @dg.schedule(name=f"{name}_daily_capture", cron_schedule=cfg.capture_schedule, job=daily_job,
                  execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
     def daily_capture(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+        tick = context.scheduled_execution_time
+        if cfg.capture_day == "current":  # the day so far, again at every tick
+            return dg.RunRequest(run_key=f"{tick.date().isoformat()}@{tick.isoformat()}",
+                                 partition_key=tick.date().isoformat())
+        day = (tick - timedelta(days=1)).date().isoformat()
         return dg.RunRequest(run_key=day, partition_key=day)
 
     @dg.sensor(name=f"{name}_retrain", job=version_job, minimum_interval_seconds=cfg.retrain_interval_s,

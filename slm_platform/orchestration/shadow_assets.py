@@ -16,6 +16,8 @@ GATE_DESCRIPTIONS = {
     "shadow_quality": "right as often as the champion on truth-labelled pairs (less eval.regression_tolerance), "
                       "else agreement with the champion ≥ improvement.shadow.min_agreement (lower 95% bound)",
     "shadow_latency": "challenger p95 ≤ champion p95 × (1 + improvement.shadow.latency_tolerance)",
+    "shadow_cost": "challenger tokens per request ≤ champion's × (1 + improvement.shadow.cost_tolerance); priced "
+                   "with serving.cost_per_1m_tokens, ≤ improvement.shadow.max_cost_per_request USD",
 }
 
 
@@ -36,6 +38,11 @@ def shadow_metadata(result: Any) -> dict[str, Any]:
         for side, lat in (("champion", r.champion_latency_ms), ("challenger", r.challenger_latency_ms)):
             if lat.p95 is not None:
                 md[f"{role}/{side}_p95_ms"] = dg.MetadataValue.float(lat.p95)
+        for side, cost in (("champion", r.champion_cost), ("challenger", r.challenger_cost)):
+            if cost is not None and cost.tokens is not None:
+                md[f"{role}/{side}_tokens_per_request"] = dg.MetadataValue.float(cost.tokens)
+            if cost is not None and cost.usd is not None:
+                md[f"{role}/{side}_usd_per_request"] = dg.MetadataValue.float(cost.usd)
     return md
 
 

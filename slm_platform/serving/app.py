@@ -165,7 +165,8 @@ def _exchange(state: dict, served: Served, latency_ms: float) -> Exchange:
         output=a.attempt.output or {}, latency_ms=latency_ms, upstream_ms=served.upstream_ms, validity=a.validity,
         fallbacks=tuple(f"{s.route}:{s.reason}" for s in a.skipped), received_at=state["received_at"],
         stream=state.get("stream", False), champion=r.champion.version if r.champion else None,
-        challenger=r.challenger.version if r.challenger else None)
+        challenger=r.challenger.version if r.challenger else None,
+        prompt_tokens=a.attempt.prompt_tokens, completion_tokens=a.attempt.completion_tokens)
 
 
 # --- response bodies --------------------------------------------------------------------------------

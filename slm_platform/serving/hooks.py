@@ -41,6 +41,8 @@ class Exchange:
     stream: bool
     champion: str | None  # the champion version of the role when the request came in
     challenger: str | None  # its challenger (what shadow traffic would ask), if any
+    prompt_tokens: int = 0  # the answer's usage as its upstream reported it (0: not reported, e.g. the oracle)
+    completion_tokens: int = 0
 
 
 Callback = Callable[[Exchange], None]

@@ -177,7 +177,7 @@ class ShadowSampler:
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
             while (item := self._next()) is not None:
-                self._record(item, None, 0.0, "not_sent", "the gateway stopped before the challenger was asked")
+                self._record(item, None, 0.0, "not_sent", "the gateway stopped before the challenger was asked", None)
         finally:
             await upstream.aclose()
 
@@ -204,17 +204,18 @@ class ShadowSampler:
                     max_tokens=served.max_tokens, temperature=served.temperature,
                     timeout_s=route.shadow.timeout_ms / 1000)
             except UpstreamFailure as exc:
-                self._record(item, None, exc.upstream_ms, exc.reason, exc.detail)
+                self._record(item, None, exc.upstream_ms, exc.reason, exc.detail, None)
                 return
             except asyncio.CancelledError:
                 self._record(item, None, (time.perf_counter() - t0) * 1000, "shutdown",
-                             "the gateway stopped while the challenger was answering")
+                             "the gateway stopped while the challenger was answering", None)
                 raise
             except Exception as exc:  # noqa: BLE001 - a broken challenger must never take the gateway down
                 self._record(item, None, (time.perf_counter() - t0) * 1000, "error",
-                             f"challenger call failed ({type(exc).__name__})")
+                             f"challenger call failed ({type(exc).__name__})", None)
                 return
-            self._record(item, attempt.output, attempt.upstream_ms, None, None)
+            self._record(item, attempt.output, attempt.upstream_ms, None, None,
+                         (attempt.prompt_tokens + attempt.completion_tokens) or None)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
@@ -222,7 +223,7 @@ class ShadowSampler:
 
     # -- pairs -------------------------------------------------------------------------------------
     def _record(self, item: _Item, output: dict[str, Any] | None, latency_ms: float, error: str | None,
-                detail: str | None) -> None:
+                detail: str | None, tokens: int | None) -> None:
         ex, served = item.exchange, item.served
         route = served.route
         allowed = set(served.allowed_tools) if served.allowed_tools is not None else None
@@ -236,10 +237,10 @@ class ShadowSampler:
             request_id=ex.request_id, model=f"{ex.domain}/{ex.role}", day=utc_day(ex.received_at),
             received_at=ex.received_at,
             champion=ShadowSide(version=ex.version, output=ex.output, latency_ms=round(ex.upstream_ms, 3),
-                                validity=dict(ex.validity)),
+                                validity=dict(ex.validity), tokens=(ex.prompt_tokens + ex.completion_tokens) or None),
             challenger=ShadowSide(version=route.challenger.version if route.challenger else ex.challenger,
                                   output=output, latency_ms=round(latency_ms, 3), validity=validity, error=error,
-                                  detail=detail),
+                                  detail=detail, tokens=tokens),
             agreement=agreement_rate([(ex.output, output)]) if output is not None else None,
             exact_match=exact,
         ).model_dump(mode="json")

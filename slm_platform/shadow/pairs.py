@@ -35,6 +35,7 @@ class ShadowSide(_Strict):
     validity: dict[str, bool] = {}
     error: ChallengerError | None = None
     detail: str | None = None
+    tokens: int | None = None  # prompt + completion tokens vLLM reported (None: not reported)
 
     @property
     def valid(self) -> bool:

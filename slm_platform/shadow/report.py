@@ -12,7 +12,10 @@ The gates (also the asset's blocking checks):
 - shadow_quality: with ≥ min_labelled labelled pairs, the challenger is right at least as often as
   the champion less `eval.regression_tolerance`; with fewer, its agreement with the champion has a
   lower 95% bound ≥ min_agreement;
-- shadow_latency: challenger p95 ≤ champion p95 × (1 + latency_tolerance).
+- shadow_latency: challenger p95 ≤ champion p95 × (1 + latency_tolerance);
+- shadow_cost: the challenger's mean tokens per request (prompt + completion, as vLLM counted them)
+  ≤ the champion's × (1 + cost_tolerance): on the same base model and hardware, tokens are what a
+  request costs; priced with `serving.cost_per_1m_tokens`, also ≤ `max_cost_per_request` USD.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from slm_platform.shadow.pairs import PairsRead, ShadowPair
 
 REPORT_FILE = "report.json"
 Z95 = 1.959964
-SHADOW_GATES = ("shadow_pairs", "shadow_validity", "shadow_quality", "shadow_latency")
+SHADOW_GATES = ("shadow_pairs", "shadow_validity", "shadow_quality", "shadow_latency", "shadow_cost")
 MAX_REJECTED_SHOWN = 20
 
 
@@ -73,6 +76,21 @@ class Latency(_Strict):
     p95: float | None
 
 
+class Cost(_Strict):
+    """Mean tokens per request over the pairs whose side reported usage, and its price when known."""
+
+    tokens: float | None  # None: no pair reported usage
+    n: int  # pairs with usage on this side
+    usd: float | None = None  # per request, at serving.cost_per_1m_tokens
+
+
+def cost_of(tokens: Sequence[int | None], per_1m_tokens: float | None) -> Cost:
+    known = [t for t in tokens if t is not None]
+    mean = sum(known) / len(known) if known else None
+    usd = None if mean is None or per_1m_tokens is None else mean * per_1m_tokens / 1e6
+    return Cost(tokens=mean, n=len(known), usd=usd)
+
+
 class SliceShadow(_Strict):
     key: str
     value: str
@@ -93,6 +111,8 @@ class RoleShadow(_Strict):
     champion_correct: Rate
     champion_latency_ms: Latency
     challenger_latency_ms: Latency
+    champion_cost: Cost | None = None  # None in reports written before costs were recorded
+    challenger_cost: Cost | None = None
     slices: list[SliceShadow] = Field(default_factory=list)
 
 
@@ -156,6 +176,7 @@ def _role_shadow(domain: Domain, role: str, pairs: Sequence[ShadowPair],
                  turns: Mapping[str, Mapping[str, Any]]) -> RoleShadow:
     contract = domain.role(role)
     primary = domain.config.eval.primary_metric
+    price = domain.config.serving.cost_per_1m_tokens
     judged = [p for p in pairs if p.judged]
     errors = Counter(p.challenger.error for p in judged if p.challenger.error)
 
@@ -191,6 +212,9 @@ def _role_shadow(domain: Domain, role: str, pairs: Sequence[ShadowPair],
         champion_latency_ms=Latency(**{k: lat(p.champion.latency_ms for p in judged)[k] for k in ("p50", "p95")}),
         # a timeout's latency counts (it is the deadline the challenger ran into), like an answer's
         challenger_latency_ms=Latency(**{k: lat(p.challenger.latency_ms for p in judged)[k] for k in ("p50", "p95")}),
+        # cost on the pairs where the challenger answered: a failed call has no usage to compare
+        champion_cost=cost_of([p.champion.tokens for p in judged if p.challenger.tokens is not None], price),
+        challenger_cost=cost_of([p.challenger.tokens for p in judged if p.challenger.tokens is not None], price),
         slices=slices)
 
 
@@ -206,8 +230,8 @@ def _gates(domain: Domain, roles: Mapping[str, RoleShadow], decided: bool) -> di
         for name in SHADOW_GATES[1:]:
             out[name] = GateResult(name=name, passed=False, detail=f"not decided: fewer than {judge.min_pairs} pairs")
         return out
-    bad_valid, bad_quality, bad_latency = [], [], []
-    notes_quality, notes_latency = [], []
+    bad_valid, bad_quality, bad_latency, bad_cost = [], [], [], []
+    notes_quality, notes_latency, notes_cost = [], [], []
     for r in roles.values():
         if r.challenger_valid.k < r.challenger_valid.n:
             bad_valid.append(f"{r.role}: {r.challenger_valid} ({', '.join(f'{k} {v}' for k, v in r.errors.items())})")
@@ -224,6 +248,8 @@ def _gates(domain: Domain, roles: Mapping[str, RoleShadow], decided: bool) -> di
         limit = None if cp is None else cp * (1 + judge.latency_tolerance)
         note = f"{r.role}: p95 {ch if ch is None else round(ch, 1)} ms vs champion {cp if cp is None else round(cp, 1)} ms"
         (notes_latency if ch is not None and limit is not None and ch <= limit else bad_latency).append(note)
+        ok, note = _judge_cost(r, judge.cost_tolerance, judge.max_cost_per_request)
+        (notes_cost if ok else bad_cost).append(note)
     out["shadow_validity"] = GateResult(name="shadow_validity", passed=not bad_valid,
                                         detail="; ".join(bad_valid) or "every judged challenger answer valid")
     out["shadow_quality"] = GateResult(name="shadow_quality", passed=not bad_quality,
@@ -231,7 +257,27 @@ def _gates(domain: Domain, roles: Mapping[str, RoleShadow], decided: bool) -> di
     out["shadow_latency"] = GateResult(
         name="shadow_latency", passed=not bad_latency,
         detail=f"(+{judge.latency_tolerance:.0%} allowed) " + "; ".join(bad_latency or notes_latency))
+    out["shadow_cost"] = GateResult(
+        name="shadow_cost", passed=not bad_cost,
+        detail=f"(+{judge.cost_tolerance:.0%} allowed) " + "; ".join(bad_cost or notes_cost))
     return out
+
+
+def _judge_cost(r: RoleShadow, tolerance: float, budget: float | None) -> tuple[bool, str]:
+    """Tokens per request against the champion's on the same pairs, then the USD budget if one is set."""
+    ch, cp = r.challenger_cost, r.champion_cost
+    if ch is None or cp is None or ch.tokens is None or cp.tokens is None:
+        return False, f"{r.role}: no pair recorded token usage for both sides: cost not measured"
+    note = f"{r.role}: {ch.tokens:.1f} tokens per request vs champion {cp.tokens:.1f} (n={ch.n})"
+    ok = ch.tokens <= cp.tokens * (1 + tolerance)
+    if budget is not None:
+        if ch.usd is None:
+            return False, note + f"; a budget of ${budget:g} per request needs serving.cost_per_1m_tokens"
+        note += f"; ${ch.usd:.6f} per request vs budget ${budget:g}"
+        ok = ok and ch.usd <= budget
+    elif ch.usd is not None:
+        note += f"; ${ch.usd:.6f} vs ${cp.usd:.6f} per request"
+    return ok, note
 
 
 def judge_challenger(domain: Domain, challenger: str, read: PairsRead,
@@ -260,4 +306,15 @@ def shadow_markdown(report: ShadowReport) -> str:
         for s in r.slices:
             lines.append(f"| {r.role} | {s.key}={s.value} | {s.pairs} | {s.agreement} | {s.challenger_correct} "
                          f"| {s.champion_correct} |")
+    lines += ["", "| role | side | latency p50 / p95 (ms) | tokens per request | USD per request |", "|---|---|---|---|---|"]
+    for r in report.roles.values():
+        for side, lat, cost in (("champion", r.champion_latency_ms, r.champion_cost),
+                                ("challenger", r.challenger_latency_ms, r.challenger_cost)):
+            tokens = "-" if cost is None or cost.tokens is None else f"{cost.tokens:.1f} (n={cost.n})"
+            usd = "-" if cost is None or cost.usd is None else f"{cost.usd:.6f}"
+            lines.append(f"| {r.role} | {side} | {_ms(lat.p50)} / {_ms(lat.p95)} | {tokens} | {usd} |")
     return "\n".join(lines)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
