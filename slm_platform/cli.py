@@ -292,6 +292,65 @@ def _print_summary(folder: Path, domain: Domain, reports: list[SourceReport]) ->
     console.print(f"teacher: {e(teacher)}; candidates: {e(', '.join(cfg.model.candidates))}")
 
 
+# --- slm init -----------------------------------------------------------------------------------
+INIT_REJECTED_SHOWN = 20  # rejected lines printed by `slm init`; all of them are in data/rejected.jsonl
+
+
+def _init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME",
+                        help="the new domain: a name (created in the domains folder: $SLM_DOMAINS or ./domains) "
+                             "or a folder path, whose last part is the name")
+    parser.add_argument("--from", dest="log", type=Path, required=True, metavar="FILE",
+                        help="JSONL of logged OpenAI chat-completion calls (request + response per line) "
+                             "with response_format json_schema or tools")
+
+
+@subcommand("init", "Scaffold a domain folder from a JSONL log of hosted-LLM structured or tool calls.",
+            _init_arguments)
+def cmd_init(args: argparse.Namespace) -> int:
+    import os
+
+    from slm_platform import settings
+    from slm_platform.scaffold import InitRefused, init_domain
+
+    folder = Path(args.name) if os.sep in args.name else settings.domains_dir() / args.name
+    try:
+        result = init_domain(folder, args.log)
+    except InitRefused as exc:
+        print("slm init: nothing written", file=sys.stderr)
+        _print_problems(exc.problems)
+        return EXIT_PROBLEMS
+    _print_init(result)
+    return EXIT_OK
+
+
+def _print_init(result: Any) -> None:
+    from collections import Counter
+
+    plan, shown = result.plan, _shown(result.folder)
+    rejected = plan.rejected
+    print(f"read {plan.lines_read} lines of {plan.log_name}: {plan.kept} calls kept, {len(rejected)} rejected"
+          + (f" ({shown}/data/rejected.jsonl)" if rejected else ""))
+    if rejected:
+        kinds = Counter(r.kind for r in rejected)
+        print("  rejected: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common()))
+        for r in rejected[:INIT_REJECTED_SHOWN]:
+            print(f"  line {r.line}: {_one_line(r.reason)}")
+        if len(rejected) > INIT_REJECTED_SHOWN:
+            print(f"  ({len(rejected) - INIT_REJECTED_SHOWN} more in data/rejected.jsonl)")
+    print("roles:")
+    width = max(len(r.id) for r in plan.roles)
+    for r in plan.roles:
+        print(f"  {r.id.ljust(width)}  {r.role.kind.ljust(10)}  {r.calls:>4} calls  {r.contract_file}  ({r.role.origin})")
+    for warning in plan.warnings():
+        print(f"warning: {_one_line(warning)}")
+    print(f"wrote {shown}/: {', '.join(result.files)}")
+    from slm_platform import settings
+
+    run = plan.name if result.folder.parent.resolve() == settings.domains_dir() else shown
+    print(f"next: slm validate {shown}; write rules in {shown}/oracle.py; slm run {run} --until dataset")
+
+
 # --- slm run / simulate / ui -------------------------------------------------------------------
 def _domain_folders(names: list[str]) -> list[Path]:
     from slm_platform import settings

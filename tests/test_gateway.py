@@ -427,7 +427,7 @@ def test_the_gateway_sends_vllm_the_token_ids_training_uses(world):
     assert sent["prompt"] == training_prompt
     assert sent["model"].startswith("travel--v0001--")
     # the grammar admits the renderer's layout exactly (what training targets look like), nothing else
-    from slm_platform.serving.upstreams import exact_json_grammar
+    from slm_platform.domain.grammar import exact_json_grammar
 
     grammar = sent["structured_outputs"]["grammar"]
     assert grammar == exact_json_grammar(json.dumps(contract.guided_schema(), ensure_ascii=False))

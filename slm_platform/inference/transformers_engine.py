@@ -3,8 +3,8 @@
 - Batching: requests are grouped by LoRA adapter, sorted by prompt length (longest first) and cut
   into batches of `batch_size`, left-padded, so padding stays small. Results come back in input
   order.
-- Guided decoding: each schema is compiled once by an `xgrammar.GrammarCompiler` built from the
-  tokenizer (cached by canonical schema); every guided row of a batch gets its own
+- Guided decoding: each schema's grammar in the renderer's exact layout (`domain.grammar`) is
+  compiled once by an `xgrammar.GrammarCompiler` built from the tokenizer (cached by schema); every guided row of a batch gets its own
   `GrammarMatcher`, and a logits processor applies the token bitmask row by row (rows without a
   schema are left alone), so a batch may mix schemas and unconstrained requests.
 - Per-request `max_tokens` and `temperature` are honoured inside a shared batch by the same
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slm_platform.domain.grammar import exact_json_grammar
 from slm_platform.inference.types import GenerationRequest, GenerationResult, failed, parse_object
 
 
@@ -108,7 +109,7 @@ class TransformersEngine:
         key = json.dumps(schema)  # property order matters: the grammar emits keys in schema order
         compiled = self._grammars.get(key)
         if compiled is None:
-            compiled = self._compiler.compile_json_schema(key, strict_mode=True)
+            compiled = self._compiler.compile_grammar(exact_json_grammar(key))  # the renderer's layout
             self._grammars[key] = compiled
         return compiled
 

@@ -2,8 +2,9 @@
 
 `VLLMEngine` speaks the OpenAI-compatible API of any vLLM server, local or remote: requests go
 concurrently (a thread pool of `concurrency` workers sharing one httpx client) to
-`/v1/chat/completions`, with `response_format={"type": "json_schema", ...}` when a request has a
-schema (vLLM's structured outputs, xgrammar backend), `model=<adapter or served name>`, and come
+`/v1/chat/completions`, with `structured_outputs={"grammar": ...}` when a request has a schema
+(vLLM's structured outputs, xgrammar backend; the grammar of the renderer's exact layout,
+`domain.grammar`), `model=<adapter or served name>`, and come
 back in input order with token counts from `usage` and per-request wall latency (send to answer,
 queueing inside the server included).
 
@@ -46,6 +47,7 @@ from typing import Any, Iterable, Mapping
 import httpx
 
 from slm_platform import settings
+from slm_platform.domain.grammar import schema_grammar
 from slm_platform.envs import BASE_PASSTHROUGH_ENV, passthrough
 from slm_platform.inference.types import GenerationRequest, GenerationResult, failed, parse_object
 
@@ -124,11 +126,8 @@ class VLLMEngine:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
-        if request.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.schema, "strict": True},
-            }
+        if request.schema is not None:  # the renderer's exact layout: no whitespace to wander into
+            body["structured_outputs"] = {"grammar": schema_grammar(request.schema)}
         return body
 
     def generate_one(self, request: GenerationRequest) -> GenerationResult:

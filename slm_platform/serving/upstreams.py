@@ -5,7 +5,7 @@ reason the fallback chain and the metrics count by: `error`, `timeout` or `inval
 
 The SLM is asked through vLLM's completions endpoint with the prompt as token ids (see
 `serving/render.py`), constrained by a grammar of the role's guided schema whose whitespace is
-exactly what the renderer trains on (`exact_json_grammar`: one line, `", "` and `": "`, keys in
+exactly what the renderer trains on (`domain.grammar`: one line, `", "` and `": "`, keys in
 schema order), so the model can neither wander into whitespace runs until `max_tokens` nor see a
 layout it was not trained on, by LoRA adapter name: one vLLM serves
 every domain's champion and challenger side by side. The oracle and the teacher are blocking
@@ -15,7 +15,6 @@ Python calls; they run in worker threads so the event loop keeps serving.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from slm_platform.domain import RoleContract
+from slm_platform.domain.grammar import schema_grammar
 from slm_platform.inference.types import parse_object
 from slm_platform.inference.vllm_engine import VLLMEngine, VLLMRequestError
 
@@ -40,21 +40,6 @@ class Attempt:
     completion_tokens: int = 0
     finish_reason: str | None = None
     prompt_token_ids: tuple[int, ...] | None = None
-
-
-@functools.lru_cache(maxsize=512)
-def exact_json_grammar(schema_json: str) -> str:
-    """EBNF (xgrammar) for JSON valid under `schema_json`, with no free whitespace: the layout of
-    `json.dumps` defaults, as `domain.render.render_target` writes every training target.
-
-    vLLM's `response_format: json_schema` compiles with any whitespace allowed between tokens, and a
-    small model can emit newlines until `max_tokens` (the JSON never closes); vLLM's own
-    `disable_any_whitespace` forces `,`/`:`, a layout training never shows. Measured on SmolLM2 (no
-    adapter) on travel/call_tool and support_triage/triage: the same field values, 20-30% fewer
-    tokens, and no indented layout."""
-    import xgrammar
-
-    return str(xgrammar.Grammar.from_json_schema(schema_json, any_whitespace=False))
 
 
 class UpstreamFailure(Exception):
@@ -94,7 +79,7 @@ class VLLMUpstream:
     async def complete(self, adapter: str, prompt_ids: list[int], schema: dict[str, Any], *, max_tokens: int,
                        temperature: float, timeout_s: float) -> Attempt:
         body = {"model": adapter, "prompt": prompt_ids, "max_tokens": max_tokens, "temperature": temperature,
-                "structured_outputs": {"grammar": exact_json_grammar(json.dumps(schema, ensure_ascii=False))}}
+                "structured_outputs": {"grammar": schema_grammar(schema)}}
         t0 = time.perf_counter()
         try:
             resp = await asyncio.wait_for(self._client.post("/v1/completions", json=body), timeout_s)
