@@ -186,3 +186,27 @@ def test_slm_eval_on_a_published_split_with_the_oracle(tmp_path, monkeypatch, ca
     assert 0.0 < data["oracle"]["metrics"]["exact_match_rate"] < 1.0
     report = EvalReport.read(out)
     assert report.title == "support_triage v0001 test" and report.entry(ModelSpec.oracle()).n == 25
+
+
+def test_an_answer_cut_at_max_tokens_is_counted_as_truncated_not_hidden():
+    """The engine stopped at max_tokens inside the JSON: no answer, counted in `truncated`; an answer
+    that completed at the limit is not."""
+    from slm_platform.domain import Domain
+    from slm_platform.evals.predictors import Prediction
+    from slm_platform.evals.runner import evaluate
+
+    domain = Domain.load(Path(__file__).resolve().parent.parent / "domains" / "support_triage")
+    turns = list(domain.simulator().simulate(3, seed=1))
+
+    class Cut:
+        name = "cut"
+
+        def predict(self, contract, inputs):
+            out = turns[0]["output"]
+            return [Prediction(None, '{"category": "bug", "priority": "hi', finish_reason="length"),
+                    Prediction(out, json.dumps(out), finish_reason="length"),
+                    Prediction(None, "no json", finish_reason="stop")][: len(inputs)]
+
+    report = evaluate(turns, lambda t: domain.role(t["role"]), Cut()).report
+    assert report.truncated == 1 and report.n == 3
+    assert report.metric("json_valid_rate") == pytest.approx(1 / 3)

@@ -427,10 +427,10 @@ def test_the_gateway_sends_vllm_the_token_ids_training_uses(world):
     assert sent["prompt"] == training_prompt
     assert sent["model"].startswith("travel--v0001--")
     # the grammar admits the renderer's layout exactly (what training targets look like), nothing else
-    from slm_platform.domain.grammar import exact_json_grammar
+    from slm_platform.domain.grammar import schema_grammar
 
     grammar = sent["structured_outputs"]["grammar"]
-    assert grammar == exact_json_grammar(json.dumps(contract.guided_schema(), ensure_ascii=False))
+    assert grammar == schema_grammar(contract.guided_schema())
     # and vLLM used exactly those ids: asked to echo them, it returns the same list
     echo = httpx.post(world["vllm"].url + "/v1/completions", json={**sent, "return_token_ids": True}, timeout=120)
     assert echo.json()["choices"][0]["prompt_token_ids"] == training_prompt

@@ -36,3 +36,27 @@ def test_the_grammar_accepts_every_rendered_target_and_no_other_layout(name):
             assert not accepts(grammar, other), (role, other)
         if len(value) > 1:  # keys in another order than the schema's
             assert not accepts(grammar, json.dumps(dict(reversed(list(value.items()))), ensure_ascii=False)), role
+
+
+def test_the_grammar_bounds_what_the_schema_leaves_unbounded_and_keeps_its_own_bounds():
+    """A model cannot repeat an item or a character until max_tokens; every bounded answer is still
+    valid under the schema, and a bound the schema sets is never loosened."""
+    from slm_platform.domain.grammar import GUIDED_MAX_ITEMS, GUIDED_MAX_STRING_CHARS, bounded
+
+    schema = {"type": "object", "required": ["ids", "note", "tags", "kind"], "properties": {
+        "ids": {"type": "array", "items": {"type": "integer"}},
+        "note": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2},
+        "kind": {"type": "string", "enum": ["a", "b"]}}}
+    grammar = schema_grammar(schema)
+
+    def answer(ids: int, note: int, tags: list[str]) -> str:
+        return json.dumps({"ids": [1] * ids, "note": "x" * note, "tags": tags, "kind": "a"})
+
+    assert accepts(grammar, answer(GUIDED_MAX_ITEMS, GUIDED_MAX_STRING_CHARS, ["abc", "de"]))
+    assert not accepts(grammar, answer(GUIDED_MAX_ITEMS + 1, 5, []))  # the loop "1, 1, 1, ..." ends
+    assert not accepts(grammar, answer(3, GUIDED_MAX_STRING_CHARS + 1, []))  # and "C:C:C:..."
+    assert not accepts(grammar, answer(3, 5, ["abcd"])) and not accepts(grammar, answer(3, 5, ["a", "b", "c"]))
+    assert "maxLength" not in bounded(schema)["properties"]["kind"]  # an enum is bounded already
+    assert bounded(schema) != schema and "maxItems" not in schema["properties"]["ids"]  # a copy
+    assert bounded({"type": "array", "minItems": 40})["maxItems"] == 40  # never below what the schema demands

@@ -23,6 +23,7 @@ class Prediction:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    finish_reason: str | None = None  # the engine's: "length" means it stopped at max_tokens
 
 
 class Predictor(Protocol):
@@ -70,7 +71,8 @@ class EnginePredictor:
                     for r in requests_for(contract, inputs, guided=self.guided, adapter=self.adapter,
                                           max_tokens=self.max_tokens)]
         results = iter(self.engine.generate(requests, progress=self.progress))
-        return [[Prediction(r.parsed, r.text, r.latency_ms, r.prompt_tokens, r.completion_tokens, r.error)
+        return [[Prediction(r.parsed, r.text, r.latency_ms, r.prompt_tokens, r.completion_tokens, r.error,
+                            r.finish_reason)
                  for r in (next(results) for _ in inputs)] for _, inputs in groups]
 
 

@@ -32,6 +32,8 @@ class EntryReport(BaseModel):
     by_role: dict[str, "EntryReport"] | None = None
     latency_ms: dict[str, float | None] | None = None
     errors: int = 0
+    # answers that ran into max_tokens without a complete object: counted, never a silent truncation
+    truncated: int = 0
 
     def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
@@ -85,7 +87,7 @@ def evaluate(turns: list[dict[str, Any]], contract_for: Callable[[dict[str, Any]
                 "meta": {"slice": (turn.get("meta") or {}).get("slice", {}),
                          "cluster": (turn.get("meta") or {}).get("cluster")},
                 "latency_ms": pred.latency_ms, "prompt_tokens": pred.prompt_tokens,
-                "completion_tokens": pred.completion_tokens,
+                "completion_tokens": pred.completion_tokens, "finish_reason": pred.finish_reason,
             }
     done = [r for r in rows if r is not None]
     examples = [{**r["scores"], "meta": r["meta"], "latency_ms": r["latency_ms"],
@@ -98,4 +100,5 @@ def evaluate(turns: list[dict[str, Any]], contract_for: Callable[[dict[str, Any]
         report["by_role"] = {role: aggregate(exs, slice_keys=slice_keys or [], pricing=pricing)
                              for role, exs in sorted(by_role.items())}
     report["errors"] = sum(1 for r in done if r["error"])
+    report["truncated"] = sum(1 for r in done if r["finish_reason"] == "length" and r["prediction"] is None)
     return EvalResult(predictor.name, EntryReport.model_validate(report), done)

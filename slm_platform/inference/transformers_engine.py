@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slm_platform.domain.grammar import exact_json_grammar
+from slm_platform.domain.grammar import schema_grammar
 from slm_platform.inference.types import GenerationRequest, GenerationResult, failed, parse_object
 
 
@@ -109,7 +109,7 @@ class TransformersEngine:
         key = json.dumps(schema)  # property order matters: the grammar emits keys in schema order
         compiled = self._grammars.get(key)
         if compiled is None:
-            compiled = self._compiler.compile_grammar(exact_json_grammar(key))  # the renderer's layout
+            compiled = self._compiler.compile_grammar(schema_grammar(schema))  # the renderer's layout, bounded
             self._grammars[key] = compiled
         return compiled
 
