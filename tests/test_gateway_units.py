@@ -130,3 +130,85 @@ def test_unexpected_errors_are_a_500_in_openai_shape_without_a_traceback(app, mo
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
     assert "secret internals" not in r.text and "Traceback" not in r.text
     assert r.headers["x-slm-route"] == "none"
+
+
+class RestartingVLLM:
+    """Speaks the part of vLLM's HTTP API the gateway uses (models, runtime LoRA loading,
+    completions); `restart()` forgets every loaded adapter, as a restarted server does, and a
+    completion for an unknown model is vLLM's 404."""
+
+    def __init__(self) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.loaded: set[str] = set()
+        self.loads: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._reply(200, {"data": [{"id": m} for m in ["base", *sorted(fake.loaded)]]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if self.path == "/v1/load_lora_adapter":
+                    fake.loaded.add(body["lora_name"])
+                    fake.loads.append(body["lora_name"])
+                    return self._reply(200, {})
+                if body["model"] not in fake.loaded:
+                    return self._reply(404, {"error": {"message": f"The model `{body['model']}` does not exist."}})
+                self._reply(200, {"choices": [{"text": '{"a": 1}', "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def restart(self) -> None:
+        self.loaded.clear()
+
+
+def test_an_adapter_lost_by_a_vllm_restart_is_loaded_again_after_one_fallback(tmp_path):
+    import asyncio
+
+    from slm_platform.serving.upstreams import UpstreamFailure, VLLMUpstream
+
+    vllm = RestartingVLLM()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+    async def scenario() -> tuple[str, dict, int]:
+        upstream = VLLMUpstream(vllm.url)
+        try:
+            await asyncio.to_thread(upstream.ensure_adapter, "d--v0001--abc", tmp_path)
+            ask = lambda: upstream.complete("d--v0001--abc", [1, 2, 3], schema, max_tokens=8, temperature=0.0,
+                                            timeout_s=10)
+            assert (await ask()).output == {"a": 1}
+            vllm.restart()
+            with pytest.raises(UpstreamFailure) as failed:
+                await ask()  # this one falls back; the adapter is loaded again behind it
+            for _ in range(100):
+                if "d--v0001--abc" in vllm.loaded:
+                    break
+                await asyncio.sleep(0.05)
+            answer = await ask()
+            return failed.value.detail, answer.output, failed.value.reason
+        finally:
+            await upstream.aclose()
+
+    try:
+        detail, output, reason = asyncio.run(scenario())
+    finally:
+        vllm.server.shutdown()
+    assert reason == "error" and "does not know adapter d--v0001--abc (restarted?)" in detail
+    assert output == {"a": 1} and vllm.loads == ["d--v0001--abc", "d--v0001--abc"]

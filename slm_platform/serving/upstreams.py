@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from slm_platform.domain import RoleContract
 from slm_platform.domain.grammar import schema_grammar
 from slm_platform.inference.types import parse_object
 from slm_platform.inference.vllm_engine import VLLMEngine, VLLMRequestError
+
+log = logging.getLogger("slm_platform.serving")
 
 Reason = Literal["error", "timeout", "invalid", "unavailable", "breaker_open"]
 
@@ -60,9 +63,13 @@ class VLLMUpstream:
             base_url=self.root, timeout=httpx.Timeout(600.0, connect=5.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
         self._admin = VLLMEngine(self.root, "base", timeout_s=120.0)
+        self._adapters: dict[str, Path] = {}  # every adapter ensured: what to load again after a restart
+        self._reloading: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 
     def ensure_adapter(self, name: str, path: Path) -> None:
         """Load the LoRA folder under `name` unless the server already has it (blocking)."""
+        self._adapters[name] = path
         try:
             if name in self._admin.models():
                 return
@@ -90,6 +97,9 @@ class VLLMUpstream:
             raise UpstreamFailure("error", f"vLLM unreachable ({type(exc).__name__})",
                                   (time.perf_counter() - t0) * 1000) from None
         ms = (time.perf_counter() - t0) * 1000
+        if resp.status_code == 404 and adapter in self._adapters:
+            self._reload(adapter)
+            raise UpstreamFailure("error", f"vLLM does not know adapter {adapter} (restarted?): loading it again", ms)
         if resp.status_code != 200:
             raise UpstreamFailure("error", f"vLLM answered HTTP {resp.status_code}", ms)
         try:
@@ -101,6 +111,25 @@ class VLLMUpstream:
             raise UpstreamFailure("error", "vLLM sent an unexpected response body", ms) from None
         return Attempt(parse_object(text), text, ms, int(usage.get("prompt_tokens") or 0),
                        int(usage.get("completion_tokens") or 0), choice.get("finish_reason"), tuple(prompt_ids))
+
+    def _reload(self, adapter: str) -> None:
+        """Load an adapter the server lost (a vLLM restart forgets runtime-loaded LoRAs) in the
+        background, once at a time: this request falls back, the ones after it are served again."""
+        if adapter in self._reloading:
+            return
+        self._reloading.add(adapter)
+
+        async def load() -> None:
+            try:
+                await asyncio.to_thread(self.ensure_adapter, adapter, self._adapters[adapter])
+            except RuntimeError as exc:
+                log.error("%s", exc)
+            finally:
+                self._reloading.discard(adapter)
+
+        task = asyncio.get_running_loop().create_task(load())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         await self._client.aclose()
