@@ -41,7 +41,7 @@ def test_the_grammar_accepts_every_rendered_target_and_no_other_layout(name):
 def test_the_grammar_bounds_what_the_schema_leaves_unbounded_and_keeps_its_own_bounds():
     """A model cannot repeat an item or a character until max_tokens; every bounded answer is still
     valid under the schema, and a bound the schema sets is never loosened."""
-    from slm_platform.domain.grammar import GUIDED_MAX_ITEMS, GUIDED_MAX_STRING_CHARS, bounded
+    from slm_platform.domain.grammar import GUIDED_MAX_ITEMS, GUIDED_MAX_PROPERTIES, GUIDED_MAX_STRING_CHARS, bounded
 
     schema = {"type": "object", "required": ["ids", "note", "tags", "kind"], "properties": {
         "ids": {"type": "array", "items": {"type": "integer"}},
@@ -60,3 +60,10 @@ def test_the_grammar_bounds_what_the_schema_leaves_unbounded_and_keeps_its_own_b
     assert "maxLength" not in bounded(schema)["properties"]["kind"]  # an enum is bounded already
     assert bounded(schema) != schema and "maxItems" not in schema["properties"]["ids"]  # a copy
     assert bounded({"type": "array", "minItems": 40})["maxItems"] == 40  # never below what the schema demands
+    assert "maxProperties" not in bounded(schema)  # it names its properties: strict decoding closes it
+    free = {"type": "object", "properties": {"d": {"type": "object", "additionalProperties": {"type": "integer"}}},
+            "required": ["d"]}
+    grammar = schema_grammar(free)
+    many = {f"k{i}": i for i in range(GUIDED_MAX_PROPERTIES + 1)}
+    assert accepts(grammar, json.dumps({"d": dict(list(many.items())[:GUIDED_MAX_PROPERTIES])}))
+    assert not accepts(grammar, json.dumps({"d": many}))  # the loop of new keys ends too

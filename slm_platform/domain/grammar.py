@@ -11,8 +11,9 @@ emit newlines until `max_tokens` so the JSON never closes; vLLM's `disable_any_w
 With whitespace fixed, what is left for a small model to loop in is an unbounded value: a string,
 or an array, that repeats until `max_tokens` (measured on BFCL simple_python with the base model:
 all 15 invalid answers of 400 were such loops). The grammar therefore bounds what the schema left
-unbounded, `GUIDED_MAX_STRING_CHARS` per string and `GUIDED_MAX_ITEMS` per array, never loosening a
-bound the schema sets. Anything inside those bounds is valid under the schema; validation still
+unbounded, `GUIDED_MAX_STRING_CHARS` per string, `GUIDED_MAX_ITEMS` per array and
+`GUIDED_MAX_PROPERTIES` per free-form object (one that admits keys it does not name), never
+loosening a bound the schema sets. Anything inside those bounds is valid under the schema; validation still
 uses the schema itself.
 """
 
@@ -25,11 +26,12 @@ from typing import Any
 
 GUIDED_MAX_STRING_CHARS = 200  # a longer free-text argument is rare in a structured answer or a tool call
 GUIDED_MAX_ITEMS = 16  # items per array the schema leaves unbounded
+GUIDED_MAX_PROPERTIES = 16  # keys per object that admits keys it does not name (a BFCL `dict` argument)
 
 
 def bounded(schema: Any) -> Any:
-    """A copy of `schema` with a maxLength on every unbounded string and a maxItems on every
-    unbounded array (those are the values a model can repeat forever); other keywords untouched."""
+    """A copy of `schema` with a maxLength on every unbounded string, a maxItems on every unbounded
+    array and a maxProperties on every free-form object (the values a model can repeat forever)."""
     if isinstance(schema, list):
         return [bounded(s) for s in schema]
     if not isinstance(schema, dict):
@@ -38,6 +40,10 @@ def bounded(schema: Any) -> Any:
            for k, v in schema.items()}
     if _is_type(out, "string") and "enum" not in out and "const" not in out and "pattern" not in out:
         out["maxLength"] = min(int(out.get("maxLength", GUIDED_MAX_STRING_CHARS)), GUIDED_MAX_STRING_CHARS)
+    if _is_type(out, "object") and ("properties" not in out or out.get("additionalProperties") not in (None, False)):
+        # strict decoding closes an object that names its properties; one that names none is free-form
+        out["maxProperties"] = min(int(out.get("maxProperties", GUIDED_MAX_PROPERTIES)), GUIDED_MAX_PROPERTIES)
+        out["maxProperties"] = max(out["maxProperties"], len(out.get("required") or []))
     if _is_type(out, "array"):
         out["maxItems"] = min(int(out.get("maxItems", GUIDED_MAX_ITEMS)), GUIDED_MAX_ITEMS)
         if int(out.get("minItems", 0)) > out["maxItems"]:  # the schema demands more: keep its own
