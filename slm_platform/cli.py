@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from slm_platform.config import Problem
     from slm_platform.domain import Domain
+    from slm_platform.scaffold import InitResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -324,7 +325,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_init(result: Any) -> None:
+def _print_init(result: "InitResult") -> None:
     from collections import Counter
 
     plan, shown = result.plan, _shown(result.folder)
