@@ -117,14 +117,8 @@ def _noise_floor(ref: Counter, n_ref: int, n_cur: int, rng: np.random.Generator,
 
 def slice_drift(key: str, reference: Sequence[dict[str, str]], current: Sequence[dict[str, str]],
                 rng: np.random.Generator, quantile: float = 95.0) -> SliceDrift:
-    """JS distance, PSI and the unseen share of one key over the rows that record it.
-
-    A row without the key says nothing about it (a gateway turn carries no simulator or upstream
-    slice such as `channel`); counting it as a `<missing>` value would make all such traffic
-    "unseen". A recorded null is a value (`<missing>`), as in the eval slices.
-    """
-    ref = Counter(row[key] for row in reference if key in row)
-    cur = Counter(row[key] for row in current if key in row)
+    """JS distance, PSI and the unseen share of one key (see `_values` for rows without it)."""
+    ref, cur = Counter(_values(key, reference)), Counter(_values(key, current))
     n_ref, n_cur = sum(ref.values()), sum(cur.values())
     if n_ref < MIN_ROWS or n_cur < MIN_ROWS:
         note = (f"needs {MIN_ROWS} rows on each side" if n_cur or not current
@@ -149,7 +143,23 @@ def slice_drift(key: str, reference: Sequence[dict[str, str]], current: Sequence
         reference=_top(ref), current=_top(cur))
 
 
+def _values(key: str, rows: Sequence[dict[str, str]]) -> list[str]:
+    """The key's value per row. An answer field a row lacks is the value `<missing>` (a tool call
+    to another tool has no `destination`: that is part of the answer's shape). A slice key a row
+    lacks is left out: a gateway turn carries no simulator or upstream slice such as `channel`, and
+    counting it as `<missing>` made all gateway traffic "unseen". A recorded null is `<missing>`."""
+    if key.startswith("output."):
+        return [row.get(key, MISSING_SLICE) for row in rows]
+    return [row[key] for row in rows if key in row]
+
+
 def unseen_rows(keys: Sequence[str], reference: Sequence[dict[str, str]], current: Sequence[dict[str, str]]) -> list[bool]:
-    """Per current row: does any of `keys` it records hold a value the reference never had?"""
-    seen = {k: {row[k] for row in reference if k in row} for k in keys}
-    return [any(k in row and seen[k] and row[k] not in seen[k] for k in keys) for row in current]
+    """Per current row: does any of `keys` hold a value the reference never had (`_values` rules)?"""
+    seen = {k: set(_values(k, reference)) for k in keys}
+
+    def new(row: dict[str, str], k: str) -> bool:
+        if k.startswith("output."):
+            return row.get(k, MISSING_SLICE) not in seen[k]
+        return k in row and bool(seen[k]) and row[k] not in seen[k]
+
+    return [any(new(row, k) for k in keys) for row in current]
