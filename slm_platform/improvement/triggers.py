@@ -6,6 +6,7 @@ contracts were fingerprinted) is `not measured`: it never fires on a guess and n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,6 +56,17 @@ def _off(name: str) -> TriggerResult:
     return TriggerResult(name, False, False, "off in improvement.triggers", "-")
 
 
+def _drift_trigger(name: str, limit: float | None, by_role: dict[str, float], found: Callable[[str, float], str],
+                   threshold: str | None) -> TriggerResult:
+    """A drift-report trigger: the worst role's value above `limit` fires; no report is not measured."""
+    if limit is None or threshold is None:
+        return _off(name)
+    if not by_role:
+        return TriggerResult(name, False, False, "no drift report with enough rows", threshold)
+    role, got = max(by_role.items(), key=lambda kv: kv[1])
+    return TriggerResult(name, got > limit, True, found(role, got), threshold)
+
+
 def evaluate_triggers(policy: TriggersBlock, inputs: TriggerInputs) -> list[TriggerResult]:
     """Every configured trigger, fired or not, in a fixed order (the sensor tags the fired ones)."""
     out: list[TriggerResult] = []
@@ -84,28 +96,14 @@ def evaluate_triggers(policy: TriggersBlock, inputs: TriggerInputs) -> list[Trig
                                  f"< {100 * floor:.1f}%"))
 
     share = policy.max_unseen_share
-    if share is None:
-        out.append(_off("distribution_drift"))
-    elif not inputs.unseen_share:
-        out.append(TriggerResult("distribution_drift", False, False, "no drift report with enough rows",
-                                 f"> {100 * share:.1f}% unseen"))
-    else:
-        role, got = max(inputs.unseen_share.items(), key=lambda kv: kv[1])
-        out.append(TriggerResult("distribution_drift", got > share, True,
-                                 f"{role}: {100 * got:.1f}% unseen (drift report {inputs.drift_day})",
-                                 f"> {100 * share:.1f}% unseen"))
-
+    out.append(_drift_trigger("distribution_drift", share, inputs.unseen_share,
+                              lambda role, got: f"{role}: {100 * got:.1f}% unseen (drift report {inputs.drift_day})",
+                              None if share is None else f"> {100 * share:.1f}% unseen"))
     auc = policy.max_input_auc
-    if auc is None:
-        out.append(_off("input_drift"))
-    elif not inputs.input_auc:
-        out.append(TriggerResult("input_drift", False, False, "no drift report with enough rows",
-                                 f"> {auc:.2f} AUC"))
-    else:
-        role, got = max(inputs.input_auc.items(), key=lambda kv: kv[1])
-        out.append(TriggerResult("input_drift", got > auc, True,
-                                 f"{role}: today's inputs told from training's at AUC {got:.3f} "
-                                 f"(drift report {inputs.drift_day})", f"> {auc:.2f} AUC"))
+    out.append(_drift_trigger("input_drift", auc, inputs.input_auc,
+                              lambda role, got: f"{role}: today's inputs told from training's at AUC {got:.3f} "
+                                                f"(drift report {inputs.drift_day})",
+                              None if auc is None else f"> {auc:.2f} AUC"))
 
     rows = policy.min_new_labelled_rows
     if rows is None:
