@@ -275,15 +275,28 @@ def _print_summary(folder: Path, domain: Domain, reports: list[SourceReport]) ->
         f"role{'s' if len(domain.roles) != 1 else ''}, {len(reports)} source{'s' if len(reports) != 1 else ''} "
         f"({rows_total} rows)"
     )
-    roles = Table("role", "kind", "contract", "oracle", box=None, pad_edge=False, header_style="bold")
+    from slm_platform.domain.enforceable import contract_unenforced
+    from slm_platform.domain.grammar import token_budget
+
+    roles = Table("role", "kind", "contract", "oracle", "guided decoding", "token budget", box=None, pad_edge=False,
+                  header_style="bold")
+    gaps = {}
     for role_id, contract in domain.roles.items():
         if contract.kind == "tool_call":
             n = len(contract.tools or [])
             what = f"{n} tool{'s' if n != 1 else ''} ({contract.role.tools})"
         else:
             what = str(contract.role.output_schema)
-        roles.add_row(role_id, contract.kind, e(what), e(contract.role.oracle or "-"))
+        gaps[role_id] = contract_unenforced(contract)
+        enforced = "enforces all" if not gaps[role_id] else f"[yellow]{len(gaps[role_id])} keyword(s) not enforced[/]"
+        budget = token_budget(contract.guided_schema())
+        shown_budget = f"{budget} tokens" if budget is not None else f"unbounded (cap {cfg.eval.max_tokens})"
+        roles.add_row(role_id, contract.kind, e(what), e(contract.role.oracle or "-"), enforced, shown_budget)
     console.print(roles)
+    for role_id, found in gaps.items():
+        for gap in found:
+            console.print(f"[yellow]{e(role_id)}:[/] {e(str(gap))}: validated after decoding; an answer that breaks "
+                          "it is invalid (the gateway falls back)")
     if reports:
         sources = Table("source", "format", "role", "rows", box=None, pad_edge=False, header_style="bold")
         for r in reports:

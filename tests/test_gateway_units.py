@@ -143,6 +143,7 @@ class RestartingVLLM:
 
         self.loaded: set[str] = set()
         self.loads: list[str] = []
+        self.max_tokens: list[int | None] = []  # of every completion request
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -158,7 +159,7 @@ class RestartingVLLM:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._reply(200, {"data": [{"id": m} for m in ["base", *sorted(fake.loaded)]]})
+                self._reply(200, {"data": [{"id": m, "max_model_len": 1024} for m in ["base", *sorted(fake.loaded)]]})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -166,6 +167,7 @@ class RestartingVLLM:
                     fake.loaded.add(body["lora_name"])
                     fake.loads.append(body["lora_name"])
                     return self._reply(200, {})
+                fake.max_tokens.append(body.get("max_tokens"))
                 if body["model"] not in fake.loaded:
                     return self._reply(404, {"error": {"message": f"The model `{body['model']}` does not exist."}})
                 self._reply(200, {"choices": [{"text": '{"a": 1}', "finish_reason": "stop"}],
@@ -212,3 +214,30 @@ def test_an_adapter_lost_by_a_vllm_restart_is_loaded_again_after_one_fallback(tm
         vllm.server.shutdown()
     assert reason == "error" and "does not know adapter d--v0001--abc (restarted?)" in detail
     assert output == {"a": 1} and vllm.loads == ["d--v0001--abc", "d--v0001--abc"]
+
+
+def test_a_bounded_answer_may_use_the_rest_of_the_context_and_a_client_cap_is_kept(tmp_path):
+    """max_tokens None (the grammar closes the answer) reaches vLLM's completions API as the room
+    left in the server's context, not its default of 16 tokens; a client's own cap is sent as is."""
+    import asyncio
+
+    from slm_platform.serving.upstreams import VLLMUpstream
+
+    vllm = RestartingVLLM()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+    async def scenario() -> None:
+        upstream = VLLMUpstream(vllm.url)
+        try:
+            await asyncio.to_thread(upstream.ensure_adapter, "d--v0001--abc", tmp_path)
+            for cap in (None, 8):
+                await upstream.complete("d--v0001--abc", [1, 2, 3], schema, max_tokens=cap, temperature=0.0,
+                                        timeout_s=10)
+        finally:
+            await upstream.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        vllm.server.shutdown()
+    assert vllm.max_tokens == [1024 - 3, 8]

@@ -281,7 +281,7 @@ def test_bfcl_function_to_tool_converts_types_recursively():
     params = tool["function"]["parameters"]
     assert params == {"type": "object", "required": ["a"], "properties": {
         "a": {"type": "array", "items": {"type": "number"}},
-        "b": {"type": "object", "properties": {"x": {"type": "string"}, "y": {"type": "boolean"},
+        "b": {"type": "object", "properties": {"x": {}, "y": {"type": "boolean"},
                                                "z": {"type": "array", "items": {"type": "object", "properties": {
                                                    "w": {"type": "number"}}}}}},
         "c": {"type": "integer", "enum": [1, 2], "default": 1}}}

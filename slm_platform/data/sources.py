@@ -574,7 +574,9 @@ def _langfuse_turn(obs: dict[str, Any], trace: dict[str, Any] | None, domain: st
 
 
 # --- bfcl ----------------------------------------------------------------------------------------
-_BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string", "bool": "boolean",
+# BFCL's Python type names -> JSON Schema. A `float` parameter accepts an int too (JSON's number does);
+# `any` admits every value, so it becomes no `type` at all; a `tuple` is written as a JSON array.
+_BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "bool": "boolean",
                "list": "array", "int": "integer", "str": "string"}
 
 
@@ -591,10 +593,11 @@ def _bfcl_schema(node: Any) -> Any:
         if key == "optional":  # non-standard; `required` already says it
             continue
         if key == "type":
-            if isinstance(value, list):
-                out[key] = [_BFCL_TYPES.get(t, t) for t in value]
-            else:
-                out[key] = _BFCL_TYPES.get(value, value)
+            types = value if isinstance(value, list) else [value]
+            if "any" in types:
+                continue
+            mapped = [_BFCL_TYPES.get(t, t) for t in types]
+            out[key] = mapped if isinstance(value, list) else mapped[0]
         elif key == "properties" and isinstance(value, dict):
             out[key] = {name: _bfcl_schema(prop) for name, prop in value.items()}
         elif key in ("items", "additionalProperties"):

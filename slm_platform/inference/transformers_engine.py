@@ -169,14 +169,16 @@ class TransformersEngine:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids):] = 1
+        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
+        budgets = [max(1, r.max_tokens if r.max_tokens is not None else context - width) for r in reqs]
         processor = _BatchProcessor(
             [self._grammar(r.schema) if r.schema is not None else None for r in reqs],
-            [max(1, r.max_tokens) for r in reqs], [r.temperature for r in reqs], width, self.stop_ids,
+            budgets, [r.temperature for r in reqs], width, self.stop_ids,
             self._tokenizer_info.vocab_size)
         sample = any(r.temperature > 0 for r in reqs)
         # no top-k / top-p (vLLM's defaults); per-row temperatures are applied by the processor
         config = GenerationConfig(
-            max_new_tokens=max(max(1, r.max_tokens) for r in reqs), do_sample=sample,
+            max_new_tokens=max(budgets), do_sample=sample,
             **({"temperature": 1.0} if sample else {}), pad_token_id=self.pad_id, eos_token_id=self.stop_ids)
         if adapter is not None:
             self.model.set_adapter(adapter)
@@ -199,7 +201,7 @@ class TransformersEngine:
             gen = out[row, width:].tolist()
             end = next((k for k, t in enumerate(gen) if t in stops), None)
             if processor.forced_stop[row] or end is None:  # ran out of max_tokens
-                completion = min(len(gen) if end is None else end, max(1, req.max_tokens))
+                completion = min(len(gen) if end is None else end, budgets[row])
                 tokens, finish = gen[:completion], "length"
             else:
                 tokens, completion, finish = gen[:end], end + 1, "stop"

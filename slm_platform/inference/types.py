@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from slm_platform.domain.contract import RoleContract
+from slm_platform.domain.grammar import token_budget
 from slm_platform.domain.render import render_messages
 
 DEFAULT_MAX_TOKENS = 256
@@ -22,7 +23,8 @@ DEFAULT_MAX_TOKENS = 256
 class GenerationRequest:
     messages: list[dict[str, Any]]  # OpenAI chat messages (system first), from render_messages
     schema: dict[str, Any] | None = None  # guided decoding JSON Schema; None = unconstrained
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    # None: until the grammar closes or the context ends (a schema whose grammar bounds every value)
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
     adapter: str | None = None  # LoRA adapter name; None = the base model
     temperature: float = 0.0
     request_id: str | None = None
@@ -66,6 +68,15 @@ def failed(request: GenerationRequest, error: str, latency_ms: float = 0.0) -> G
                             error=error, request_id=request.request_id)
 
 
+def guided_max_tokens(schema: dict[str, Any] | None, cap: int) -> int | None:
+    """`max_tokens` for an answer under `schema`: None where the grammar bounds every value (the
+    answer closes within `token_budget(schema)` tokens, so no cap can cut it short), else `cap`,
+    and an answer that reaches it is counted as truncated (finish_reason "length")."""
+    if schema is None or token_budget(schema) is None:
+        return cap
+    return None
+
+
 def requests_for(
     contract: RoleContract,
     inputs: Iterable[dict[str, Any]],
@@ -78,6 +89,7 @@ def requests_for(
 ) -> list[GenerationRequest]:
     """One request per role input: messages from the one renderer, schema from the contract."""
     schema = contract.guided_schema() if guided else None
+    max_tokens = guided_max_tokens(schema, max_tokens) if guided else max_tokens
     inputs = list(inputs)
     ids = list(request_ids) if request_ids is not None else [None] * len(inputs)
     if len(ids) != len(inputs):

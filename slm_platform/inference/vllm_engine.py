@@ -123,9 +123,10 @@ class VLLMEngine:
         body: dict[str, Any] = {
             "model": request.adapter or self.model_name,
             "messages": request.messages,
-            "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
+        if request.max_tokens is not None:  # None: vLLM's default, the rest of the context
+            body["max_tokens"] = request.max_tokens
         if request.schema is not None:  # the renderer's exact layout: no whitespace to wander into
             body["structured_outputs"] = {"grammar": schema_grammar(request.schema)}
         return body

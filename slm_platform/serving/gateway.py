@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slm_platform.config.models import Route
+from slm_platform.inference.types import guided_max_tokens
 from slm_platform.serving.fallback import Answer, Breakers, Skipped, answer
 from slm_platform.serving.metrics import GatewayMetrics
 from slm_platform.serving.protocol import APIError, ChatCompletionRequest, NamedToolChoice
@@ -35,7 +36,7 @@ class Served:
     # how the SLM was asked (shadow traffic asks the challenger the same way)
     allowed_tools: frozenset[str] | None = None
     schema: dict[str, Any] | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int | None = DEFAULT_MAX_TOKENS  # None: until the grammar closes (a bounded schema)
     temperature: float = DEFAULT_TEMPERATURE
 
 
@@ -68,7 +69,7 @@ class Gateway:
             raise APIError(400, "messages holds no user message (system messages are replaced by the role's prompt)",
                            param="messages")
         messages = rendered(route.contract, input_)
-        max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        max_tokens = req.max_completion_tokens or req.max_tokens or guided_max_tokens(schema, DEFAULT_MAX_TOKENS)
         temperature = DEFAULT_TEMPERATURE if req.temperature is None else req.temperature
 
         async def call(name: Route) -> tuple[Attempt, str]:

@@ -31,6 +31,7 @@ from slm_platform.inference.vllm_engine import VLLMEngine, VLLMRequestError
 
 log = logging.getLogger("slm_platform.serving")
 
+FALLBACK_CONTEXT_TOKENS = 2048  # when the server does not say its max_model_len
 Reason = Literal["error", "timeout", "invalid", "unavailable", "breaker_open"]
 
 
@@ -66,6 +67,7 @@ class VLLMUpstream:
         self._adapters: dict[str, Path] = {}  # every adapter ensured: what to load again after a restart
         self._reloading: set[str] = set()
         self._tasks: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+        self._context_tokens: int | None = None  # the server's max_model_len, read once from /v1/models
 
     def ensure_adapter(self, name: str, path: Path) -> None:
         """Load the LoRA folder under `name` unless the server already has it (blocking)."""
@@ -83,10 +85,13 @@ class VLLMUpstream:
         except httpx.HTTPError:
             return False
 
-    async def complete(self, adapter: str, prompt_ids: list[int], schema: dict[str, Any], *, max_tokens: int,
+    async def complete(self, adapter: str, prompt_ids: list[int], schema: dict[str, Any], *, max_tokens: int | None,
                        temperature: float, timeout_s: float) -> Attempt:
-        body = {"model": adapter, "prompt": prompt_ids, "max_tokens": max_tokens, "temperature": temperature,
-                "structured_outputs": {"grammar": schema_grammar(schema)}}
+        body: dict[str, Any] = {"model": adapter, "prompt": prompt_ids, "temperature": temperature,
+                                "structured_outputs": {"grammar": schema_grammar(schema)}}
+        # None: the grammar closes the answer, so allow the rest of the context (vLLM's completions
+        # API would otherwise stop at its default of 16 tokens)
+        body["max_tokens"] = max_tokens if max_tokens is not None else max(1, await self._context() - len(prompt_ids))
         t0 = time.perf_counter()
         try:
             resp = await asyncio.wait_for(self._client.post("/v1/completions", json=body), timeout_s)
@@ -111,6 +116,15 @@ class VLLMUpstream:
             raise UpstreamFailure("error", "vLLM sent an unexpected response body", ms) from None
         return Attempt(parse_object(text), text, ms, int(usage.get("prompt_tokens") or 0),
                        int(usage.get("completion_tokens") or 0), choice.get("finish_reason"), tuple(prompt_ids))
+
+    async def _context(self) -> int:
+        if self._context_tokens is None:
+            try:
+                models = (await self._client.get("/v1/models", timeout=5.0)).json()["data"]
+                self._context_tokens = int(models[0]["max_model_len"])
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+                return FALLBACK_CONTEXT_TOKENS  # asked again next time
+        return self._context_tokens
 
     def _reload(self, adapter: str) -> None:
         """Load an adapter the server lost (a vLLM restart forgets runtime-loaded LoRAs) in the
