@@ -188,8 +188,10 @@ def test_bounded_patterns_compile_against_a_vocabulary_as_vllm_compiles_them():
 
     info = xgrammar.TokenizerInfo([chr(c) for c in range(32, 127)] + ["</s>"], stop_token_ids=[95])
     compiler = xgrammar.GrammarCompiler(info)
-    for pattern in (r"[0-9a-fA-F]+", r"\S+", r"^(\S+@\S+\.\w+|<EMAIL(_\d+)?>)$", r"a{3,}"):
+    for pattern in (r"[0-9a-fA-F]+", r"\S+", r"^(\S+@\S+\.\w+|<EMAIL(_\d+)?>)$", r"a{3,}", r"^[0-9a-z_-]{1,255}$"):
         compiler.compile_grammar(schema_grammar({"type": "string", "pattern": pattern}))
+        compiler.compile_grammar(schema_grammar({"type": "object", "patternProperties": {pattern: {"type": "integer"}},
+                                                 "additionalProperties": False}))
 
 
 def test_lengths_beside_a_pattern_go_into_the_pattern_and_required_keys_are_always_named():

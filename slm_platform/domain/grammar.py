@@ -49,6 +49,8 @@ def bounded(schema: Any) -> Any:
         return schema
     out = {k: (bounded(v) if k not in ("enum", "const", "default", "examples", "required") else v)
            for k, v in schema.items()}
+    if isinstance(out.get("patternProperties"), dict):  # its keys are patterns too
+        out["patternProperties"] = {bounded_pattern(k): v for k, v in out["patternProperties"].items()}
     if isinstance(out.get("pattern"), str) and "format" not in out:
         # xgrammar ignores minLength/maxLength beside a pattern: put them into the pattern where it can
         out["pattern"] = bounded_pattern(_pattern_of_length(out["pattern"], out.get("minLength"), out.get("maxLength")))
@@ -153,17 +155,17 @@ def _max_bytes(node: Any, root: Any, refs: tuple[str, ...]) -> int | None:
 
 def bounded_pattern(pattern: str) -> str:
     """`pattern` with each unbounded repetition (`+`, `*`, `{n,}`) given an upper bound, the bounds
-    sharing GUIDED_MAX_STRING_CHARS: every match of the result matches `pattern`. A pattern this
-    cannot read is returned unchanged (and stays unbounded)."""
-    if _pattern_max_chars(pattern) is not None:
-        return pattern
-    spots = _unbounded_repetitions(pattern)
+    sharing GUIDED_MAX_STRING_CHARS, and each bound above PATTERN_MAX_REPEAT (`{1,255}`) lowered
+    to it: every match of the result matches `pattern`. A pattern this cannot read is returned
+    unchanged (and stays unbounded)."""
+    spots = _repetitions(pattern)
     if not spots:
         return pattern
-    each = max(1, min(PATTERN_MAX_REPEAT, GUIDED_MAX_STRING_CHARS // len(spots)))
+    unbounded = sum(high is None for _, _, _, high in spots)
+    each = max(1, min(PATTERN_MAX_REPEAT, GUIDED_MAX_STRING_CHARS // max(1, unbounded)))
     out, last = [], 0
-    for start, end, low in spots:
-        out += [pattern[last:start], f"{{{low},{max(low, each)}}}"]
+    for start, end, low, high in spots:
+        out += [pattern[last:start], f"{{{low},{max(low, each if high is None else PATTERN_MAX_REPEAT)}}}"]
         last = end
     result = "".join(out) + pattern[last:]
     return result if _pattern_max_chars(result) is not None else pattern
@@ -175,10 +177,10 @@ def _pattern_of_length(pattern: str, min_length: Any, max_length: Any) -> str:
     otherwise `pattern` unchanged (the lengths are then validated only)."""
     if not isinstance(max_length, int) and not isinstance(min_length, int):
         return pattern
-    spots = _unbounded_repetitions(pattern)
+    spots = [s for s in _repetitions(pattern) if s[3] is None]
     if len(spots) != 1:
         return pattern
-    start, end, low = spots[0]
+    start, end, low, _ = spots[0]
     widths = [_pattern_width(pattern[:start] + f"{{{k}}}" + pattern[end:]) for k in (1, 2)]
     if None in widths or widths[0][0] != widths[0][1] or widths[1][0] != widths[1][1]:  # type: ignore[index]
         return pattern
@@ -203,8 +205,9 @@ def _pattern_width(pattern: str) -> tuple[int, int] | None:
         return None
 
 
-def _unbounded_repetitions(pattern: str) -> list[tuple[int, int, int]]:
-    """(start, end, minimum) of every `+`, `*` and `{n,}` quantifier outside a character class."""
+def _repetitions(pattern: str) -> list[tuple[int, int, int, int | None]]:
+    """(start, end, minimum, maximum) of every `+`, `*` and `{n,}` quantifier outside a character
+    class (maximum None), and of every `{n,m}` with m above PATTERN_MAX_REPEAT."""
     spots, i, in_class = [], 0, False
     while i < len(pattern):
         c = pattern[i]
@@ -219,11 +222,11 @@ def _unbounded_repetitions(pattern: str) -> list[tuple[int, int, int]]:
                 i += 2 if pattern[i + 1] == "]" else 3
                 continue
         elif c in "+*" and i > 0 and pattern[i - 1] not in "(|":
-            spots.append((i, i + 1, 1 if c == "+" else 0))
+            spots.append((i, i + 1, 1 if c == "+" else 0, None))
         elif c == "{":
-            m = re.match(r"\{(\d+),\}", pattern[i:])
-            if m:
-                spots.append((i, i + m.end(), int(m.group(1))))
+            m = re.match(r"\{(\d+),(\d*)\}", pattern[i:])
+            if m and (not m.group(2) or int(m.group(2)) > PATTERN_MAX_REPEAT):
+                spots.append((i, i + m.end(), int(m.group(1)), int(m.group(2)) if m.group(2) else None))
                 i += m.end()
                 continue
         i += 1
