@@ -60,6 +60,7 @@ def test_the_grammar_bounds_what_the_schema_leaves_unbounded_and_keeps_its_own_b
     assert "maxLength" not in bounded(schema)["properties"]["kind"]  # an enum is bounded already
     assert bounded(schema) != schema and "maxItems" not in schema["properties"]["ids"]  # a copy
     assert bounded({"type": "array", "minItems": 40})["maxItems"] == 40  # never below what the schema demands
+    assert bounded({"type": "string", "minLength": 300})["maxLength"] == 300
     assert "maxProperties" not in bounded(schema)  # it names its properties: strict decoding closes it
     free = {"type": "object", "properties": {"d": {"type": "object", "additionalProperties": {"type": "integer"}}},
             "required": ["d"]}

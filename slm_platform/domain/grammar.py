@@ -56,6 +56,8 @@ def bounded(schema: Any) -> Any:
         out["pattern"] = bounded_pattern(_pattern_of_length(out["pattern"], out.get("minLength"), out.get("maxLength")))
     if _is_type(out, "string") and "enum" not in out and "const" not in out and "pattern" not in out:
         out["maxLength"] = min(int(out.get("maxLength", GUIDED_MAX_STRING_CHARS)), GUIDED_MAX_STRING_CHARS)
+        if isinstance(out.get("minLength"), int) and out["minLength"] > out["maxLength"]:  # never below the schema's
+            out["maxLength"] = out["minLength"]
     if (_is_type(out, "object") and not {"properties", "patternProperties", "additionalProperties"} & set(out)):
         out["additionalProperties"] = True  # JSON Schema's open object (strict decoding would close it to {})
     required = [k for k in out.get("required") or [] if isinstance(k, str)] if isinstance(out.get("required"), list) else []
