@@ -14,9 +14,9 @@ ticket are English) and a broken model gets wrong. The two adapters:
 
 - the champion, v0001: a random LoRA at 1/10 of peft's random init scale: real non-zero weights
   that leave the answers as good as the base model's (it passes every gate against the base);
-- the candidate, v0002: the same kind of adapter at 8x scale: under the JSON grammar it emits
-  whitespace until `eval.max_tokens` cuts it, and a cut output counts as invalid, so no field is
-  right.
+- the candidate, v0002: the same kind of adapter at 8x scale: the grammar bounds every value of
+  the triage schema, so its answers still close and validate (no `max_tokens` cut since the token
+  budget), but their fields are mostly wrong (language right on 5 of 12 turns, the champion 11).
 
 The floor is off in the copy (`eval.floor: none`): an untrained champion cannot beat the keyword
 oracle (it ties it on language), and `beats_floor` is not what this file tests.
@@ -202,7 +202,8 @@ def test_a_worse_adapter_fails_the_regression_gates_against_the_champion(world):
 
     # measured: the champion is far ahead of the wrecked candidate, overall and on a slice big enough to count
     tolerance = domain.config.eval.regression_tolerance
-    assert ref.metric(PRIMARY) >= 0.8 and cand.metric(PRIMARY) <= 0.2, (ref.metric(PRIMARY), cand.metric(PRIMARY))
+    assert ref.metric(PRIMARY) >= 0.8 and ref.metric(PRIMARY) - cand.metric(PRIMARY) >= 0.3, \
+        (ref.metric(PRIMARY), cand.metric(PRIMARY))
     en_ref, en_cand = ref.by_slice["language"]["en"], cand.by_slice["language"]["en"]
     assert en_ref["n"] >= 10 and en_ref["metrics"][PRIMARY] - en_cand["metrics"][PRIMARY] > 0.10
 
@@ -217,7 +218,7 @@ def test_a_worse_adapter_fails_the_regression_gates_against_the_champion(world):
     en = f"language=en: {100 * en_cand['metrics'][PRIMARY]:.1f}% vs {100 * en_ref['metrics'][PRIMARY]:.1f}% "
     assert en in no_slice.detail, no_slice.detail  # the champion's slice score, not the base model's
     assert no_slice.detail.startswith(f"vs {champ}: "), no_slice.detail
-    assert gates["schema_valid"].passed is False  # cut outputs are not valid JSON either
+    assert gates["schema_valid"].passed is True and cand.truncated == 0  # valid and wrong: the grammar closes it
     assert "## Gates" in second.markdown and f"FAIL `no_regression`: {PRIMARY}" in second.markdown
 
     # the failed version can be neither packaged nor promoted; the champion stays
