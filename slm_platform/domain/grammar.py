@@ -84,7 +84,14 @@ def token_budget(schema: Any) -> int | None:
     value unbounded (a string with a format or pattern, a value of any type, keys it does not name,
     recursion). Every token is at least one byte, so this is the byte length of the longest text the
     grammar admits: with `max_tokens` at least this, a guided answer always closes."""
-    return _max_bytes(bounded(schema), bounded(schema), ())
+    return _token_budget_of(json.dumps(schema, ensure_ascii=False))
+
+
+@functools.lru_cache(maxsize=512)
+def _token_budget_of(schema_json: str) -> int | None:
+    """Cached by the schema's text, as `exact_json_grammar` is: the gateway asks on every request."""
+    schema = bounded(json.loads(schema_json))
+    return _max_bytes(schema, schema, ())
 
 
 def _max_bytes(node: Any, root: Any, refs: tuple[str, ...]) -> int | None:
@@ -199,6 +206,7 @@ def _pattern_of_length(pattern: str, min_length: Any, max_length: Any) -> str:
 
 
 def _pattern_width(pattern: str) -> tuple[int, int] | None:
+    """(shortest, longest) match of a regex by the stdlib's own parser; None if it cannot read it."""
     import re._parser as sre_parse
 
     try:
@@ -237,13 +245,8 @@ def _repetitions(pattern: str) -> list[tuple[int, int, int, int | None]]:
 
 def _pattern_max_chars(pattern: str) -> int | None:
     """The longest match of a regex, or None when a repetition is unbounded (`+`, `*`, `{n,}`)."""
-    import re._parser as sre_parse  # the stdlib's own regex parser: its width is exact for these
-
-    try:
-        _, high = sre_parse.parse(pattern).getwidth()
-    except (re.error, RecursionError, OverflowError):
-        return None
-    return None if high >= PATTERN_UNBOUNDED else high
+    width = _pattern_width(pattern)
+    return None if width is None or width[1] >= PATTERN_UNBOUNDED else width[1]
 
 
 def _json_bytes(value: Any) -> int:
