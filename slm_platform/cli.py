@@ -531,7 +531,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (NoDatasetError, PartialBFCL, TurnsFileError, FileNotFoundError) as exc:
         print(_one_line(str(exc)), file=sys.stderr)
         return EXIT_PROBLEMS
-    results = session.run(progress=not args.json)
+    from slm_platform import tracing
+    from slm_platform.evals.report import record_trace
+
+    with tracing.run("eval", session.trace_inputs("eval", args.dataset)) as trace:  # one trace when LANGFUSE_* is set
+        results = session.run(progress=not args.json)
+        record_trace(trace, results, primary=session.primary)
     if args.out:
         session.write(Path(args.out), results)
     if args.json:

@@ -78,6 +78,11 @@ def gateway_vllm_url() -> str | None:
     return os.environ.get("SLM_GATEWAY_VLLM_URL") or None
 
 
+def gateway_merged_vllm_urls() -> list[str]:
+    """vLLM servers each serving merged packages by name (serving.form: merged); none: the gateway starts its own."""
+    return [u.strip() for u in os.environ.get("SLM_GATEWAY_MERGED_VLLM_URLS", "").split(",") if u.strip()]
+
+
 def _positive(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if not raw:

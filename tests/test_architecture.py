@@ -112,7 +112,9 @@ USED_WITHOUT_IMPORT = {
     "google-cloud-aiplatform": "the Vertex extra: google.genai",
 }
 IMPORT_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "dagster-k8s": "dagster_k8s", "dagster-gcp": "dagster_gcp",
-                "pytest-postgresql": "pytest_postgresql", "hypothesis": "hypothesis"}
+                "pytest-postgresql": "pytest_postgresql", "hypothesis": "hypothesis",
+                "opentelemetry-sdk": "opentelemetry.sdk",
+                "opentelemetry-exporter-otlp-proto-http": "opentelemetry.exporter.otlp.proto.http"}
 
 
 def _pins() -> list[str]:

@@ -795,6 +795,7 @@ READERS: dict[str, tuple[str, str]] = {
     "serving.routes": (r"serving\.routes\b", "gateway route table (slm_platform/serving/routing.py)"),
     "serving.fallback": (r"serving\.fallback\b", "gateway fallback chain"),
     "serving.latency_budget_ms": (r"serving\.latency_budget_ms\b", "gateway: the SLM attempt's deadline"),
+    "serving.form": (r"serving\.form\b", "gateway: which package form the SLM route serves"),
     "serving.breaker.failures": (r"self\.cfg\.failures\b", "gateway circuit breaker (serving/fallback.py)"),
     "serving.breaker.reset_s": (r"self\.cfg\.reset_s\b", "gateway circuit breaker (serving/fallback.py)"),
     "serving.cost_per_1m_tokens": (r"serving\.cost_per_1m_tokens\b", "shadow report: USD per request"),

@@ -111,10 +111,18 @@ class UpstreamProxy:
 
 # --- packages: a real random LoRA on SmolLM2, the real serving bundle, a passing eval report ------------
 def publish_lora_package(store: ArtifactStore, domain: Domain, version: str, adapter: Path, base_dir: Path,
-                         reference: str | None = None) -> None:
+                         reference: str | None = None, merged: bool = False) -> None:
+    """`merged`: the merged form too (the adapter folded into SmolLM2's weights, as packaging does)."""
     base_rel = base_model_dir(BASE_KEY)
     with store.publish(package_dir(domain.name, version), kind="package", version=version,
-                       extra={"domain": domain.name, "forms": ["lora"]}) as st:
+                       extra={"domain": domain.name, "forms": ["lora", "merged"] if merged else ["lora"]}) as st:
+        if merged:
+            from slm_platform.models.merge import merge_adapter
+            from slm_platform.packaging.builder import MERGED_WEIGHTS
+
+            merge_adapter(base_dir, adapter, st / "merged")
+            write_bundle(st / "merged", domain=domain, version=version, form="merged", base_dir=base_dir,
+                         weights=MERGED_WEIGHTS)
         lora = st / "lora"
         lora.mkdir()
         for name in ("adapter_model.safetensors", "adapter_config.json"):
@@ -513,6 +521,157 @@ def test_nothing_left_in_the_chain_is_a_503(world):
     assert r.status_code == 503
     err = _error(r)
     assert err["code"] == "no_upstream_available" and "slm: vLLM answered HTTP 500" in err["message"]
+
+
+def test_vllm_killed_mid_load_every_request_is_answered_and_the_slm_returns_after_a_restart(world, smollm2_dir):
+    """A dedicated real vLLM server (not the session's) behind its own gateway: SIGKILL it while 4 clients
+    are sending, and every request still gets a valid answer (the ones in flight and the ones after go
+    down the fallback chain); start vLLM again on the same port and the SLM route comes back with no
+    gateway restart (the runtime-loaded adapter is loaded again on vLLM's 404)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import SERVED_NAME, VLLM_VENV  # tests/conftest.py
+    from slm_platform.inference.vllm_engine import VLLMServer, free_port
+
+    tmp, port = world["tmp"], free_port()
+
+    def server(n: int) -> VLLMServer:
+        return VLLMServer(smollm2_dir, served_model_name=SERVED_NAME, port=port, enable_lora=True, max_lora_rank=16,
+                          max_loras=2, max_model_len=2048, kv_cache_gib=1, venv=VLLM_VENV,
+                          log_path=tmp / f"vllm-killed-{n}.log")
+
+    first = server(1).start()
+    gw = None
+    try:
+        first.wait_healthy()
+        gw = GatewayProcess({**world["env"], "SLM_GATEWAY_VLLM_URL": first.url, "SLM_HOME": str(tmp / "home-kill")},
+                            tmp / "gateway-kill.log")
+        gw.wait_ready()
+        c = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=300)
+        contract = world["triage"].role("triage")
+        killed_at: list[float] = []
+        answered: list[tuple[str, float]] = []  # (route, when)
+        lock = threading.Lock()
+
+        def ask(i: int) -> tuple[str, float]:
+            """(route, when it was asked)"""
+            asked = time.monotonic()
+            raw = c.chat.completions.with_raw_response.create(
+                max_tokens=MAX, model="support_triage/triage", messages=user(f"{TICKET} (order {i})"))
+            assert contract.validate_output(json.loads(raw.parse().choices[0].message.content)) == []
+            got = (raw.headers["x-slm-route"], asked)
+            with lock:
+                answered.append(got)
+                if not killed_at and sum(r == "slm" for r, _ in answered) >= 4:
+                    os.killpg(first.proc.pid, signal.SIGKILL)  # the server and its engine core, no warning
+                    killed_at.append(time.monotonic())
+            return got
+
+        assert ask(-1)[0] == "slm"  # warm: the adapter is loaded and the grammar compiled
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(ask, range(24)))  # any error or invalid answer raises here
+        assert killed_at, f"never killed: {results}"
+        asked_after = [r for r, t in results if t > killed_at[0]]
+        assert [r for r, _ in results].count("slm") >= 4 and asked_after, results
+        assert set(asked_after) == {"oracle"}, results  # and the ones in flight: answered, by either
+        ready = gw.readyz()
+        route = ready["routes"]["support_triage/triage"]
+        assert ready["vllm"] == "unreachable" and route["answers_with"] == "oracle", ready
+        assert route["breakers"]["slm"] == "open", ready  # failures: 2 in the copied config
+        metrics = httpx.get(gw.url + "/metrics").text
+        assert 'slm_gateway_fallbacks_total{model="support_triage/triage",reason="error",route="slm"}' in metrics
+
+        first.stop()  # reap what SIGKILL left (its watchdog)
+        second = server(2).start()  # the pod comes back on the same address, with no adapters loaded
+        try:
+            second.wait_healthy()
+            deadline, route_now = time.monotonic() + 120, ""
+            while time.monotonic() < deadline and route_now != "slm":
+                time.sleep(1.6)  # reset_s 1.5: the breaker lets one trial request through
+                route_now = ask(100)[0]
+            assert route_now == "slm", gw.log.read_text()[-3000:]
+            assert gw.readyz()["routes"]["support_triage/triage"]["breakers"]["slm"] == "closed"
+        finally:
+            second.stop()
+    finally:
+        if first.running():
+            first.stop()
+        if gw is not None:
+            code = gw.stop()
+            log = gw.log.read_text()
+            assert "Traceback" not in log and not any(k in log for k in KEYS), log[-3000:]
+            assert code in (0, -signal.SIGTERM), log[-3000:]
+
+
+def test_a_merged_package_is_served_as_its_own_model_and_its_server_stops_with_the_gateway(world, smollm2_dir):
+    """serving.form: merged, no SLM_GATEWAY_MERGED_VLLM_URLS: the gateway starts a vLLM of its own on the
+    package's merged/ folder, under the version's name, and the SLM route answers from that server (its
+    request counter moves, the shared server's does not); a flip to `form: lora` moves the same version
+    onto the shared vLLM as an adapter without a restart; stopping the gateway stops the merged server."""
+    from slm_platform.orchestration import registry as reg
+    from slm_platform.orchestration.instance import get_instance
+
+    tmp = world["tmp"] / "merged"
+    domains = tmp / "domains"
+    shutil.copytree(ROOT / "domains" / "support_triage", domains / "support_triage")
+    edit_config(domains / "support_triage", form="merged", latency_budget_ms=120_000)
+    store_root = tmp / "artifacts"
+    seed_base_model(store_root)
+    store = ArtifactStore(store_root)
+    base_dir = store.open_verified(base_model_dir(BASE_KEY))
+    triage = Domain.load(domains / "support_triage")
+    publish_lora_package(store, triage, "v0001", make_random_lora(smollm2_dir, tmp / "lora", r=8, seed=11, scale=GENTLE),
+                         base_dir, merged=True)
+    instance = get_instance(tmp / "dagster")
+    try:
+        reg.promote(instance, store, "support_triage", "v0001", actor="test", reason="merged")
+    finally:
+        instance.dispose()
+    from conftest import VLLM_VENV  # tests/conftest.py
+
+    gw = GatewayProcess({**world["env"], "SLM_DOMAINS": str(domains), "SLM_ARTIFACTS": str(store_root),
+                         "SLM_HOME": str(tmp / "home"), "SLM_VLLM_VENV": str(VLLM_VENV)}, tmp / "gateway.log")
+
+    def served_requests(url: str) -> float:
+        text = httpx.get(url + "/metrics", timeout=10).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("vllm:request_success_total{"))
+
+    merged_url = None
+    try:
+        ready = gw.wait_ready(timeout_s=900)  # the first table waits for the merged server to be healthy
+        route = ready["routes"]["support_triage/triage"]
+        assert (route["form"], route["slm"], route["champion"]) == ("merged", "ready", "v0001"), ready
+        merged_url, shared_url = route["vllm_url"], world["proxy"].url
+        assert merged_url not in (shared_url, world["vllm"].url), ready
+        [served] = [m["id"] for m in httpx.get(merged_url + "/v1/models").json()["data"]]
+        assert served.startswith("support_triage--v0001--") and served.endswith("--merged")
+        c = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEYS[0], max_retries=0, timeout=300)
+        before, shared_before = served_requests(merged_url), len(world["proxy"].completions())
+        raw = c.chat.completions.with_raw_response.create(max_tokens=MAX, model="support_triage/triage",
+                                                          messages=user(TICKET))
+        assert (raw.headers["x-slm-route"], raw.headers["x-slm-version"]) == ("slm", "v0001")
+        merged_answer = json.loads(raw.parse().choices[0].message.content)
+        assert triage.role("triage").validate_output(merged_answer) == []
+        assert served_requests(merged_url) == before + 1 and len(world["proxy"].completions()) == shared_before
+
+        edit_config(domains / "support_triage", form="lora")  # the same version, as an adapter on the shared vLLM
+        deadline = time.monotonic() + 120
+        while gw.readyz()["routes"]["support_triage/triage"]["form"] != "lora":
+            assert time.monotonic() < deadline, gw.readyz()
+            time.sleep(0.1)
+        raw = c.chat.completions.with_raw_response.create(max_tokens=MAX, model="support_triage/triage",
+                                                          messages=user(TICKET))
+        assert (raw.headers["x-slm-route"], raw.headers["x-slm-version"]) == ("slm", "v0001")
+        assert len(world["proxy"].completions()) == shared_before + 1 and served_requests(merged_url) == before + 1
+        assert triage.role("triage").validate_output(json.loads(raw.parse().choices[0].message.content)) == []
+    finally:
+        code = gw.stop()
+        log = gw.log.read_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert code in (0, -signal.SIGTERM), log[-3000:]
+    with pytest.raises(httpx.HTTPError):  # the gateway's own merged server went with it
+        httpx.get(merged_url + "/health", timeout=5)
 
 
 # --- routing changes without a restart ----------------------------------------------------------------------------

@@ -364,6 +364,11 @@ class ServingBlock(Strict):
     routes: dict[str, Route] = Field(default_factory=dict)  # role -> route; a role not listed: slm (the champion)
     fallback: list[Route] = Field(default_factory=lambda: ["oracle", "teacher"])  # tried in order after the route fails
     latency_budget_ms: int = Field(5000, ge=1)  # an SLM answer slower than this goes down the fallback chain
+    # Which form of a released package the SLM route serves. lora: its adapter on the one shared vLLM,
+    # champion and challenger side by side (the least memory; LoRA costs compute per token, several
+    # times the base model's on vLLM CPU). merged: the adapter folded into the weights, served as its
+    # own model by a vLLM of its own (base-model speed; one server per served version).
+    form: Literal["lora", "merged"] = "lora"
     # What a million tokens (prompt + completion) cost on the SLM's own serving hardware, in USD: the
     # shadow report prices each side's requests with it (null: costs are compared in tokens only).
     cost_per_1m_tokens: float | None = Field(None, ge=0)

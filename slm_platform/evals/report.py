@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from slm_platform import tracing
 from slm_platform.evals.decision import BaselineDecision
 from slm_platform.evals.gates import GateResult
 from slm_platform.evals.runner import EntryReport, EvalResult
@@ -140,3 +142,39 @@ def write_report(folder: Path, title: str, results: Results, *, primary: str,
     (folder / "report.md").write_text(markdown)
     render_chart(folder / "chart.png", title, results)
     return markdown
+
+
+def record_trace(trace: tracing.Run, results: Results, *, primary: str, decision: BaselineDecision | None = None,
+                 gates: dict[str, GateResult] | None = None, reference: str | None = None,
+                 subject: ModelSpec | None = None) -> None:
+    """An eval run's outcome on its trace: every entry's metrics (``slm.eval.<entry>.<metric>``), the
+    fine-tune decision (``slm.decision.*``) and the gate results (``slm.gate.<name>.*``). Numbers and
+    verdicts only: no turn, prediction or gold answer."""
+    if not trace.recording:
+        return
+    attrs: dict[str, Any] = {"slm.eval.primary_metric": primary, "slm.eval.entries": [str(s) for s in results],
+                             "slm.eval.reference": reference, "slm.eval.subject": str(subject) if subject else None}
+    metrics: dict[str, dict[str, Any]] = {}
+    for spec, res in results.items():
+        r, name = res.report, str(spec)
+        values = {m: v for m, v in r.metrics.items() if v is not None}
+        metrics[name] = {"n": r.n, "errors": r.errors, "truncated": r.truncated, **values}
+        attrs.update({f"slm.eval.{name}.{k}": v for k, v in metrics[name].items()})
+    if subject is not None and subject in results and results[subject].report.metric(primary) is not None:
+        attrs["slm.eval.primary_value"] = results[subject].report.metric(primary)
+    output: dict[str, Any] = {"metrics": metrics}
+    if decision is not None:
+        attrs.update({"slm.decision.fine_tune": decision.fine_tune, "slm.decision.chosen_base": decision.chosen_base,
+                      "slm.decision.best_base_value": decision.best_base_value, "slm.decision.floor": decision.floor,
+                      "slm.decision.ceiling": decision.ceiling, "slm.decision.reasons": list(decision.reasons),
+                      "slm.decision.summary": decision.summary})
+        output["decision"] = decision.model_dump()
+    if gates is not None:
+        attrs["slm.gates.passed"] = all(g.passed for g in gates.values())
+        attrs["slm.gates.failed"] = [g.name for g in gates.values() if not g.passed]
+        for g in gates.values():
+            attrs.update({f"slm.gate.{g.name}.passed": g.passed, f"slm.gate.{g.name}.value": g.value,
+                          f"slm.gate.{g.name}.reference": g.reference, f"slm.gate.{g.name}.detail": g.detail})
+        output["gates"] = {g.name: g.model_dump() for g in gates.values()}
+    trace.set(attrs)
+    trace.set_output(output)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_platform import settings
+from slm_platform import settings, tracing
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.domain.contract import RoleContract
@@ -85,6 +85,17 @@ class EvalSession:
                                          pricing=pricing if spec.kind == SpecKind.TEACHER else None,
                                          input_for=self.input_for)
         return results
+
+    def trace_inputs(self, kind: str, version: str | None = None) -> dict[str, Any]:
+        """What this eval run was asked, as trace attributes (names, counts and settings; no turn)."""
+        name = self.domain.name if self.domain is not None else None
+        inputs = {"title": self.title, "models": [str(s) for s in self.specs], "turns": len(self.turns),
+                  "engine": self.engine, "guided": self.guided}
+        return {"slm.run.kind": kind, "slm.domain": name, "slm.version": version,
+                "langfuse.session.id": f"{name}/{version}" if name and version else None,
+                "slm.eval.title": self.title, "slm.eval.models": inputs["models"], "slm.eval.turns": len(self.turns),
+                "slm.eval.engine": self.engine, "slm.eval.guided": self.guided,
+                "langfuse.trace.input": tracing.as_json(inputs)}
 
     def markdown(self, results: Results, notes: list[str] | None = None) -> str:
         return render_markdown(self.title, results, primary=self.primary, notes=notes, slice_keys=self.slice_keys)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from slm_platform import tracing
 from slm_platform.artifacts import ArtifactStore
 from slm_platform.domain import Domain
 from slm_platform.evals.decision import BaselineDecision, baseline_decision
 from slm_platform.evals.gates import evaluate_gates, gate_names, has_floor
-from slm_platform.evals.report import EvalReport, Results
+from slm_platform.evals.report import EvalReport, Results, record_trace
 from slm_platform.evals.runner import EntryReport
 from slm_platform.evals.session import EvalSession
 from slm_platform.layout import adapter_dir, base_model_dir, baseline_eval_dir, candidate_eval_dir, dataset_dir
@@ -41,14 +42,17 @@ class EvalStageResult:
 
 
 def _publish(store: ArtifactStore, rel: str, session: EvalSession, results: Results, *, parents: list[str],
-             notes: list[str], **typed) -> EvalStageResult:
+             notes: list[str], trace: tracing.Run = tracing.NOOP_RUN, **typed) -> EvalStageResult:
     with store.publish(rel, kind="eval_report", parents=parents, producer="slm_platform.evals.stages",
                        overwrite=True) as staging:
         markdown = session.write(staging, results, notes=notes, **typed)
         png = (staging / "chart.png").read_bytes()
         report = EvalReport.read(staging)
-    return EvalStageResult(rel, store.uri(rel), store.read_manifest(rel).hash, report, markdown, png,
-                           len(session.turns))
+    out = EvalStageResult(rel, store.uri(rel), store.read_manifest(rel).hash, report, markdown, png,
+                          len(session.turns))
+    record_trace(trace, results, primary=session.primary, **typed)
+    trace.set({"slm.report.uri": out.uri, "slm.report.manifest_hash": out.manifest_hash})
+    return out
 
 
 def _session(domain: Domain, store: ArtifactStore, version: str, specs: list[ModelSpec]) -> EvalSession:
@@ -67,12 +71,13 @@ def baseline_specs(domain: Domain) -> list[ModelSpec]:
 
 def run_baseline_eval(domain: Domain, store: ArtifactStore, version: str, *, log: Log | None = None) -> EvalStageResult:
     session = _session(domain, store, version, baseline_specs(domain))
-    results = session.run(log=log)
-    decision = baseline_decision(domain, results)
-    parents = [dataset_dir(domain.name, version)] + [base_model_dir(candidate_key(c))
-                                                     for c in domain.config.model.candidates]
-    return _publish(store, baseline_eval_dir(domain.name, version), session, results, parents=parents,
-                    notes=[decision.summary], decision=decision)
+    with tracing.run("baseline_eval", session.trace_inputs("baseline_eval", version)) as trace:
+        results = session.run(log=log)
+        decision = baseline_decision(domain, results)
+        parents = [dataset_dir(domain.name, version)] + [base_model_dir(candidate_key(c))
+                                                         for c in domain.config.model.candidates]
+        return _publish(store, baseline_eval_dir(domain.name, version), session, results, parents=parents,
+                        notes=[decision.summary], decision=decision, trace=trace)
 
 
 def read_baseline_decision(store: ArtifactStore, domain: str, version: str) -> BaselineDecision:
@@ -94,19 +99,21 @@ def run_candidate_eval(domain: Domain, store: ArtifactStore, version: str, *,
     if incumbent is not None:
         specs.append(incumbent)
     session = _session(domain, store, version, specs)
-    results = session.run(log=log)
-    floor = results[ModelSpec.oracle()].report if ModelSpec.oracle() in results else None
-    reference: EntryReport | None
-    if release is not None and incumbent is not None:
-        reference, ref_name = results[incumbent].report, reference_name(release.version)
-    else:
-        baseline = EvalReport.read(store.open_verified(baseline_eval_dir(name, version)))
-        chosen = baseline.decision.chosen_base if baseline.decision else domain.config.model.candidates[0]
-        reference, ref_name = baseline.entry(ModelSpec.base(chosen)), f"base model {chosen}"
-    gates = evaluate_gates(domain.config.eval, results[candidate].report, floor=floor, reference=reference,
-                           reference_name=ref_name)
-    gates = {g: gates[g] for g in gate_names(domain)}
-    lines = [f"- {'PASS' if g.passed else 'FAIL'} `{g.name}`: {g.detail}" for g in gates.values()]
-    return _publish(store, candidate_eval_dir(name, version), session, results,
-                    parents=[adapter_dir(name, version), baseline_eval_dir(name, version)],
-                    notes=["## Gates", "", *lines], subject=candidate, gates=gates, reference=ref_name)
+    with tracing.run("eval_report", session.trace_inputs("eval_report", version)) as trace:
+        results = session.run(log=log)
+        floor = results[ModelSpec.oracle()].report if ModelSpec.oracle() in results else None
+        reference: EntryReport | None
+        if release is not None and incumbent is not None:
+            reference, ref_name = results[incumbent].report, reference_name(release.version)
+        else:
+            baseline = EvalReport.read(store.open_verified(baseline_eval_dir(name, version)))
+            chosen = baseline.decision.chosen_base if baseline.decision else domain.config.model.candidates[0]
+            reference, ref_name = baseline.entry(ModelSpec.base(chosen)), f"base model {chosen}"
+        gates = evaluate_gates(domain.config.eval, results[candidate].report, floor=floor, reference=reference,
+                               reference_name=ref_name)
+        gates = {g: gates[g] for g in gate_names(domain)}
+        lines = [f"- {'PASS' if g.passed else 'FAIL'} `{g.name}`: {g.detail}" for g in gates.values()]
+        return _publish(store, candidate_eval_dir(name, version), session, results,
+                        parents=[adapter_dir(name, version), baseline_eval_dir(name, version)],
+                        notes=["## Gates", "", *lines], subject=candidate, gates=gates, reference=ref_name,
+                        trace=trace)

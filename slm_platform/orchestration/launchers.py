@@ -42,7 +42,7 @@ from dagster_k8s import PipesK8sClient
 from dagster_k8s.client import WaitForPodState
 from pydantic import Field
 
-from slm_platform import settings
+from slm_platform import settings, tracing
 from slm_platform.config.models import Toleration, TrainerBlock
 from slm_platform.envs import BASE_PASSTHROUGH_ENV, passthrough
 from slm_platform.orchestration.pod import DEFAULT_SHM_SIZE, build_trainer_pod_meta, build_trainer_pod_spec
@@ -64,6 +64,7 @@ TRAINER_BACKEND_ENV = "SLM_TRAINER_BACKEND"  # local | k8s: overrides trainer_fo
 LOCAL_PASSTHROUGH_ENV = (
     *BASE_PASSTHROUGH_ENV, "VIRTUAL_ENV", "SLM_ENV", "SLM_DOMAINS",
     "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",  # the artifact store on gs://
+    *tracing.ENV_NAMES,  # the train run's Langfuse trace (slm_platform.tracing), when configured
 )  # fmt: skip
 
 

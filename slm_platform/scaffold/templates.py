@@ -136,6 +136,7 @@ def config_yaml(plan: DomainPlan, command: str) -> str:
         f"  {_c('routes: {' + ', '.join(f'{r.id}: slm' for r in roles) + '}', W - 2)}# the champion answers each role (slm | teacher | oracle)",
         f"  {_c('fallback: [oracle]', W - 2)}# then the oracle; the stub answers nothing, so until it has rules: a 503",
         f"  {_c('latency_budget_ms: 10000', W - 2)}# an SLM answer slower than this falls back (2 CPU cores: ~1-3 s)",
+        f"  {_c('form: lora', W - 2)}# the package's adapter on the shared vLLM; merged: its own vLLM (faster on CPU)",
         f"  {_c('breaker: {failures: 5, reset_s: 30}', W - 2)}# 5 failures in a row: skip the SLM for 30 s",
         "",
         "improvement:",

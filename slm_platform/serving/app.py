@@ -49,6 +49,7 @@ from slm_platform.serving.protocol import (
     loc_to_param,
 )
 from slm_platform.serving.shadow import ShadowSampler
+from slm_platform.serving.traces import GatewayTraces
 
 log = logging.getLogger("slm_platform.serving")
 
@@ -166,7 +167,8 @@ def _exchange(state: dict, served: Served, latency_ms: float) -> Exchange:
         fallbacks=tuple(f"{s.route}:{s.reason}" for s in a.skipped), received_at=state["received_at"],
         stream=state.get("stream", False), champion=r.champion.version if r.champion else None,
         challenger=r.challenger.version if r.challenger else None,
-        prompt_tokens=a.attempt.prompt_tokens, completion_tokens=a.attempt.completion_tokens)
+        prompt_tokens=a.attempt.prompt_tokens, completion_tokens=a.attempt.completion_tokens,
+        max_tokens=served.max_tokens, temperature=served.temperature)
 
 
 # --- response bodies --------------------------------------------------------------------------------
@@ -220,6 +222,9 @@ def create_app(gateway: Gateway, *, keys: KeyRing, limiter: RateLimiter | None, 
     """The gateway app. `hooks.register(callback)` adds an `on_answered(exchange)` callback; `capture`
     writes every answered request to the capture inbox, `shadow` asks challengers (both optional)."""
     hooks = hooks or Hooks(on_drop=gateway.metrics.hook_drops.inc, on_error=gateway.metrics.hook_errors.inc)
+    traces = GatewayTraces.from_env(lambda: gateway.router.table.routes)  # None unless LANGFUSE_* is set
+    if traces is not None:
+        hooks.register(traces)  # a span per answered request, built and sent off the request path
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -242,8 +247,12 @@ def create_app(gateway: Gateway, *, keys: KeyRing, limiter: RateLimiter | None, 
             if capture is not None:
                 await asyncio.to_thread(capture.close)  # every answered request written and fsynced
             await asyncio.to_thread(hooks.close)  # every answered exchange reaches the hooks before exit
+            if traces is not None:
+                await asyncio.to_thread(traces.flush)  # and its span reaches Langfuse
             if gateway.vllm is not None:
                 await gateway.vllm.aclose()
+            if gateway.router.merged is not None:
+                await asyncio.to_thread(gateway.router.merged.close)  # the merged models' own servers
 
     app = FastAPI(title="slm_platform gateway", version="1", lifespan=lifespan,
                   summary="OpenAI-compatible chat completions for '<domain>/<role>' models")
@@ -308,21 +317,26 @@ def create_app(gateway: Gateway, *, keys: KeyRing, limiter: RateLimiter | None, 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         table = gateway.router.table
-        vllm_ok = await gateway.vllm.healthy() if gateway.vllm is not None else False
+        shared_ok = await gateway.vllm.healthy() if gateway.vllm is not None else False
         routes, ready = {}, bool(table.routes) and not table.errors
         for model, r in sorted(table.routes.items()):
+            own = r.champion.upstream if r.champion is not None else None  # a merged model's own server
+            vllm_ok = await own.healthy() if own is not None else shared_ok
             usable = [name for name in r.chain if r.problem(name) is None and (name != "slm" or vllm_ok)]
             if not usable:
                 ready = False
             routes[model] = {
                 "route": r.route, "fallback": list(r.fallback), "answers_with": usable[0] if usable else None,
                 "champion": r.champion.version if r.champion else None,
+                "form": r.champion.form if r.champion else None,
+                "vllm_url": (own.root if own is not None else gateway.vllm.root if gateway.vllm else None)
+                if r.champion else None,
                 "challenger": r.challenger.version if r.challenger else None,
                 "slm": "ready" if r.problem("slm") is None and vllm_ok else (r.problem("slm") or "vLLM not healthy"),
                 "breakers": {name: gateway.breakers.get(model, name, r.breaker).state for name in r.chain},
             }
         body = {"ready": ready, "generation": table.generation, "loaded_at": table.loaded_at,
-                "vllm": None if gateway.vllm is None else ("healthy" if vllm_ok else "unreachable"),
+                "vllm": None if gateway.vllm is None else ("healthy" if shared_ok else "unreachable"),
                 "routes": routes, "errors": table.errors}
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -75,9 +75,10 @@ class Gateway:
         async def call(name: Route) -> tuple[Attempt, str]:
             if name == "slm":
                 champion = route.champion
-                assert champion is not None and self.vllm is not None
+                upstream = champion.upstream or self.vllm if champion is not None else None  # merged: its own
+                assert champion is not None and upstream is not None
                 ids = champion.renderer.prompt_ids(messages)
-                attempt = await self.vllm.complete(champion.adapter, ids, schema, max_tokens=max_tokens,
+                attempt = await upstream.complete(champion.adapter, ids, schema, max_tokens=max_tokens,
                                                    temperature=temperature, timeout_s=route.latency_budget_ms / 1000)
                 return attempt, champion.version
             if name == "oracle":

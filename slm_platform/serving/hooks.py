@@ -43,6 +43,8 @@ class Exchange:
     challenger: str | None  # its challenger (what shadow traffic would ask), if any
     prompt_tokens: int = 0  # the answer's usage as its upstream reported it (0: not reported, e.g. the oracle)
     completion_tokens: int = 0
+    max_tokens: int | None = None  # the generation settings the request was answered with (None: not bounded)
+    temperature: float | None = None
 
 
 Callback = Callable[[Exchange], None]

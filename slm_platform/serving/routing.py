@@ -8,8 +8,9 @@ off the event loop; the new table replaces the old one in one assignment, so a r
 table or the other, never a mix. A folder that no longer loads keeps its last good routes (the
 error shows in /readyz). A package is served only after `verify_package` (every file against its
 manifest, the manifest against the hash the pointer names, the renderer version) and its LoRA
-form is loaded into vLLM by name; a refused package leaves the role's SLM route unavailable, with
-the reason, and requests go down the fallback chain.
+form is loaded into the shared vLLM by name (`serving.form: lora`), or its merged form is served by
+a vLLM of its own (`serving.form: merged`, `serving/merged.py`); a refused package leaves the role's
+SLM route unavailable, with the reason, and requests go down the fallback chain.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from slm_platform.domain.render import RENDERER_VERSION
 from slm_platform.layout import release_pointer_path
 from slm_platform.registry.packages import PackageError, ServingSpec, verify_package
 from slm_platform.registry.pointer import PointerTarget, read_pointer
+from slm_platform.serving.merged import MergedModels
 from slm_platform.serving.render import PromptRenderer
+from slm_platform.serving.upstreams import VLLMUpstream
 
 log = logging.getLogger("slm_platform.serving")
 
@@ -47,13 +50,16 @@ class AdapterHost(Protocol):
 
 @dataclass(frozen=True)
 class ServedVersion:
-    """A verified package version, loaded into vLLM as LoRA adapter `adapter`."""
+    """A verified package version that vLLM serves under the name `adapter`: a LoRA adapter on the
+    shared server (`upstream` None), or a merged model on a server of its own (`upstream`)."""
 
     version: str
     package_rel: str
     package_hash: str
     adapter: str
     renderer: PromptRenderer = field(repr=False, compare=False)
+    form: str = "lora"
+    upstream: VLLMUpstream | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -103,15 +109,17 @@ class Router:
     """Holds the current RouteTable and keeps it in step with the domain folders and the registry."""
 
     def __init__(self, domains_dir: Path, store: ArtifactStore, adapters: AdapterHost | None, *,
-                 only: list[str] | None = None, poll_s: float = POLL_S):
+                 merged: MergedModels | None = None, only: list[str] | None = None, poll_s: float = POLL_S):
         self.domains_dir = Path(domains_dir)
         self.store = store
         self.adapters = adapters
+        self.merged = merged
         self.only = set(only) if only else None
         self.poll_s = poll_s
         self.table = RouteTable({})
         self._fingerprints: dict[str, Any] = {}
-        self._versions: dict[str, ServedVersion] = {}  # package hash -> loaded version (kept: rollbacks are instant)
+        self._versions: dict[tuple[str, str], ServedVersion] = {}  # (package hash, form) -> loaded version
+        # (kept: rollbacks are instant; a merged version's server only while a route table names it)
         self._renderers: dict[Path, PromptRenderer] = {}
         self._teachers: dict[str, tuple[str, Any]] = {}  # domain -> (teacher config JSON, teacher)
         self._lock = threading.Lock()  # one reload at a time
@@ -192,7 +200,11 @@ class Router:
                     routes.update({r.model: r for r in fresh})
                     errors.pop(name, None)
                 self._fingerprints[name] = fingerprint
-            self.table = RouteTable(routes, self.table.generation + 1, time.time(), errors)
+            previous, self.table = self.table, RouteTable(routes, self.table.generation + 1, time.time(), errors)
+            if self.merged is not None:  # after the switch: the new champion answers before the old one stops
+                named = _served_names(previous) | _served_names(self.table)
+                stopped = set(self.merged.retain(named))
+                self._versions = {k: v for k, v in self._versions.items() if v.adapter not in stopped}
             return self.table
 
     def _load_domain(self, name: str, folder: Path) -> list[RoleRoute]:
@@ -211,9 +223,9 @@ class Router:
             champion = challenger = None
             problem = pointer_problem or "no champion in the registry for this role"
             if target is not None and target.champion is not None:
-                champion, problem = self._served(name, role_id, target.champion)
+                champion, problem = self._served(name, role_id, target.champion, serving.form)
             if target is not None and target.challenger is not None:
-                challenger, _ = self._served(name, role_id, target.challenger)  # loaded beside, ready for a promote
+                challenger, _ = self._served(name, role_id, target.challenger, serving.form)  # loaded beside, ready for a promote
             out.append(RoleRoute(
                 domain=name, role=role_id, contract=contract, route=serving.routes.get(role_id, "slm"),
                 fallback=tuple(serving.fallback), latency_budget_ms=serving.latency_budget_ms,
@@ -235,36 +247,44 @@ class Router:
             self._teachers[domain.name] = cached
         return f"teacher:{cfg.model}", cached[1]
 
-    def _served(self, domain: str, role: str, target: PointerTarget) -> tuple[ServedVersion | None, str | None]:
+    def _served(self, domain: str, role: str, target: PointerTarget,
+                form: str = "lora") -> tuple[ServedVersion | None, str | None]:
         """The verified, loaded version a pointer names, or (None, why it is refused)."""
-        known = self._versions.get(target.package_hash)
+        known = self._versions.get((target.package_hash, form))
         if known is not None:
             return known, None
-        if self.adapters is None:
-            return None, "no vLLM server configured for the SLM route"
+        if (self.adapters if form == "lora" else self.merged) is None:
+            return None, f"no vLLM server configured for the SLM route ({form} form)"
+        upstream = None
         try:
             folder = verify_package(self.store, target.package_rel)
             manifest_hash = self.store.read_manifest(target.package_rel).hash
             if manifest_hash != target.package_hash:
                 raise PackageError(f"manifest hash {manifest_hash[:12]} is not the released {target.package_hash[:12]}")
-            lora = folder / "lora"
-            spec = ServingSpec.read(lora)
+            served_dir = folder / form
+            if not served_dir.is_dir():
+                raise PackageError(f"has no {form}/ form (serving.form: {form})")
+            spec = ServingSpec.read(served_dir)
             if spec.renderer_version != RENDERER_VERSION:
                 raise PackageError(f"rendered with renderer version {spec.renderer_version}, this gateway renders "
                                    f"with {RENDERER_VERSION}")
             if role not in spec.roles:
                 raise PackageError(f"serves roles {sorted(spec.roles)}, not {role!r}")
-            adapter = f"{domain}--{target.version}--{target.package_hash[:12]}"
-            self.adapters.ensure_adapter(adapter, lora)
-            renderer = self._renderers.get(lora) or PromptRenderer(lora)
-            self._renderers[lora] = renderer
+            adapter = f"{domain}--{target.version}--{target.package_hash[:12]}" + ("--merged" if form == "merged" else "")
+            if form == "lora":
+                self.adapters.ensure_adapter(adapter, served_dir)  # type: ignore[union-attr]
+            else:
+                upstream = self.merged.ensure_model(adapter, served_dir)  # type: ignore[union-attr]
+            renderer = self._renderers.get(served_dir) or PromptRenderer(served_dir)
+            self._renderers[served_dir] = renderer
         except (ArtifactError, PackageError, OSError, ValueError, RuntimeError) as exc:
             why = f"package {target.package_rel} ({target.version}) refused: {exc}"
             log.error("%s/%s: %s", domain, role, why)
             return None, why
-        served = ServedVersion(target.version, target.package_rel, target.package_hash, adapter, renderer)
-        self._versions[target.package_hash] = served
-        log.info("%s/%s: serving %s as LoRA adapter %s", domain, role, target.version, adapter)
+        served = ServedVersion(target.version, target.package_rel, target.package_hash, adapter, renderer, form, upstream)
+        self._versions[(target.package_hash, form)] = served
+        log.info("%s/%s: serving %s as %s %s", domain, role, target.version,
+                 "LoRA adapter" if form == "lora" else "merged model", adapter)
         return served, None
 
     # -- the poller --------------------------------------------------------------------------------
@@ -278,3 +298,7 @@ class Router:
                     await asyncio.to_thread(self.reload, changed)
             except Exception:  # noqa: BLE001 - the poller must outlive any one bad reload
                 log.exception("route reload failed; the previous table stays")
+
+
+def _served_names(table: RouteTable) -> set[str]:
+    return {v.adapter for r in table.routes.values() for v in (r.champion, r.challenger) if v is not None}

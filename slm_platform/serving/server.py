@@ -26,6 +26,7 @@ from slm_platform.serving.capture import CaptureWriter
 from slm_platform.serving.gateway import Gateway
 from slm_platform.serving.routing import Router
 from slm_platform.serving.shadow import ShadowSampler
+from slm_platform.serving.merged import MergedModels
 from slm_platform.serving.upstreams import VLLMUpstream
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -52,7 +53,10 @@ def build_app(store: ArtifactStore, vllm_url: str | None, *, domains_dir: Path |
     `capture`: write answered requests to the domains' capture inboxes; `shadow`: ask challengers
     (`slm serve` turns both on; off here so an embedded app writes nowhere unless asked)."""
     vllm = VLLMUpstream(vllm_url) if vllm_url else None
-    router = Router(domains_dir or settings.domains_dir(), store, vllm, only=only)
+    merged_urls = settings.gateway_merged_vllm_urls()
+    # serving.form: merged: the servers at SLM_GATEWAY_MERGED_VLLM_URLS, else one started per served version
+    merged = MergedModels(merged_urls) if merged_urls or vllm_url else None
+    router = Router(domains_dir or settings.domains_dir(), store, vllm, merged=merged, only=only)
     rps, burst = settings.gateway_rate_limit()
     keys = keys if keys is not None else KeyRing(settings.gateway_api_keys())
     gateway = Gateway(router, vllm)

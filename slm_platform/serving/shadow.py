@@ -147,7 +147,7 @@ class ShadowSampler:
 
     async def _main(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        upstream = VLLMUpstream(self.vllm_url, max_connections=self.workers * 2)
+        upstreams: dict[str, VLLMUpstream] = {}  # vLLM root -> this loop's client (merged challengers: their own)
         slots = asyncio.Semaphore(self.workers)
         running: set[asyncio.Task] = set()
         last_flush = time.monotonic()
@@ -164,7 +164,11 @@ class ShadowSampler:
                     if item is None:
                         break
                     await slots.acquire()
-                    task = asyncio.create_task(self._ask(upstream, item))
+                    challenger = item.served.route.challenger
+                    root = challenger.upstream.root if challenger is not None and challenger.upstream else self.vllm_url
+                    if root not in upstreams:
+                        upstreams[root] = VLLMUpstream(root, max_connections=self.workers * 2)
+                    task = asyncio.create_task(self._ask(upstreams[root], item))
                     running.add(task)
                     task.add_done_callback(lambda t: (running.discard(t), slots.release()))
                 if time.monotonic() - last_flush >= self.flush_s or self._pending_count() >= BATCH_MAX:
@@ -179,7 +183,8 @@ class ShadowSampler:
             while (item := self._next()) is not None:
                 self._record(item, None, 0.0, "not_sent", "the gateway stopped before the challenger was asked", None)
         finally:
-            await upstream.aclose()
+            for upstream in upstreams.values():
+                await upstream.aclose()
 
     def _next(self) -> _Item | None:
         for q in list(self._queues.values()):

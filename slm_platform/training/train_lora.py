@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slm_platform import tracing
 from slm_platform.artifacts import MANIFEST_NAME, ArtifactError, ArtifactStore
 from slm_platform.training.data import (
     EncodeStats, Example, collate, encode_rows, length_grouped_batches, padding_ratio, prefix_group, random_batches,
@@ -767,11 +768,37 @@ def _partition_key(pipes: Any) -> str | None:
 
 def run(argv: Sequence[str] | None, pipes: Any) -> dict[str, Any]:
     job = resolve_job(argv, pipes.extras, _partition_key(pipes))
-    trainer = LoRATrainer(job, pipes)
-    trainer.setup()
-    trainer.train()
-    trainer.save()
-    return trainer.report()
+    with tracing.run("train", _trace_inputs(job)) as trace:  # one Langfuse trace per run (a no-op without it)
+        trainer = LoRATrainer(job, pipes)
+        trainer.setup()
+        trace.set({"slm.domain": trainer.name, "slm.version": trainer.version,
+                   "langfuse.session.id": f"{trainer.name}/{trainer.version}",
+                   "slm.dataset.uri": trainer.dataset_ref["uri"], "slm.dataset.sha256": trainer.dataset_ref["sha256"],
+                   "slm.base_model": trainer.base_key, "slm.base_model.uri": trainer.base_ref["uri"],
+                   "slm.warm_start_from": trainer.init_ref["uri"] if trainer.init_ref else None,
+                   "slm.train.device": str(trainer.device), "slm.train.total_steps": trainer.total_steps,
+                   "slm.train.rows": len(trainer.train_set), "slm.val.rows": len(trainer.val_set)})
+        trainer.train()
+        trainer.save()
+        result = trainer.report()
+        m = trainer.metrics
+        trace.set({"slm.adapter.uri": trainer.adapter_uri, "slm.adapter.manifest_hash": trainer.manifest.hash,
+                   "slm.train.steps": m["steps"], "slm.train.final_loss": m["final_train_loss"],
+                   "slm.train.val_loss": m["val_loss"], "slm.train.tokens_per_s": m["tokens_per_s"],
+                   "slm.train.wall_time_s": m["wall_time_s"], "slm.train.skipped_rows": m["skipped_rows"]})
+        trace.set_output({"adapter_uri": trainer.adapter_uri, "manifest_hash": trainer.manifest.hash,
+                          "steps": m["steps"], "final_train_loss": m["final_train_loss"], "val_loss": m["val_loss"]})
+    return result
+
+
+def _trace_inputs(job: TrainJob) -> dict[str, Any]:
+    """What a train run was asked, as trace attributes (identifiers and paths; no rows, no keys)."""
+    return {"slm.run.kind": "train", "slm.dataset": job.dataset, "slm.output": job.output,
+            "slm.base_model.requested": job.base_model, "slm.init_adapter": job.init_adapter,
+            "slm.resume": job.resume, **tracing.flatten("slm.recipe", job.recipe.model_dump()),
+            "langfuse.trace.input": tracing.as_json({"dataset": job.dataset, "output": job.output,
+                                                     "base_model": job.base_model, "init_adapter": job.init_adapter,
+                                                     "recipe": job.recipe.model_dump()})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
