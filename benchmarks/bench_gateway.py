@@ -13,7 +13,11 @@ What runs (all on loopback, each its own process):
   package's tokenizer, contract validation, capture (sample_rate 1.0, to a temporary inbox), shadow
   sampling (rate 0.05, the challenger asked on the same mock) and API keys all ON;
 - a LiteLLM proxy (pinned below), installed by this script in its OWN virtualenv under .slm/ (never a
-  project dependency), routing the same model name to the same mock.
+  project dependency), routing the same model name to the same mock;
+- the floor (`--passthrough PORT`, this file): the thinnest proxy on our own stack, a FastAPI route on
+  the same uvicorn + httptools + uvloop that reads the JSON body and forwards it to the mock with one
+  shared httpx client, no key check, routing, tokenization, validation, capture or shadow. What it
+  costs, any Python gateway on this stack costs; the gateway's own logic is the difference.
 
 The load generator is a minimal keep-alive HTTP/1.1 client on uvloop (one connection per concurrent
 worker, closed loop), so the client costs little next to what it measures. Overhead = a percentile
@@ -38,12 +42,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request, Response  # module level: FastAPI resolves the route's annotations here
+
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_PIN = "litellm[proxy]==1.106.12"  # the newest whose [proxy] extra resolves from the package index here
 LITELLM_VENV = ROOT / ".slm" / "litellm-venv"  # benchmark only
 KEY = "sk-bench"
 MODEL = "support_triage/triage"
 TICKET = "I was charged twice for my subscription this month, please refund the second payment."
+
+
+# --- the floor: a bare pass-through proxy on the gateway's own stack ----------------------------------
+def run_passthrough(port: int, upstream: str) -> None:
+    import httpx
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    client = httpx.AsyncClient(base_url=upstream, limits=httpx.Limits(max_connections=256,
+                                                                     max_keepalive_connections=256))
+
+    @app.post("/v1/chat/completions")
+    async def forward(request: Request) -> Response:
+        body = await request.json()
+        resp = await client.post("/v1/chat/completions", json=body)
+        return Response(resp.content, status_code=resp.status_code, media_type="application/json")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, http="httptools",
+                loop="uvloop")
 
 
 # --- the mock upstream ------------------------------------------------------------------------------
@@ -323,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mock", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--answer", help=argparse.SUPPRESS)
+    ap.add_argument("--passthrough", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--upstream", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per target and concurrency")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--soak-seconds", type=float, default=60.0)
@@ -331,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.mock:
         run_mock(args.mock, args.answer)
+        return 0
+    if args.passthrough:
+        run_passthrough(args.passthrough, args.upstream)
         return 0
 
     from slm_platform.domain import Domain
@@ -356,7 +387,13 @@ def main(argv: list[str] | None = None) -> int:
 
         while httpx.get(f"http://127.0.0.1:{gw_port}/readyz").status_code != 200:
             time.sleep(0.2)
+        pt_port = free_port()
+        pt = subprocess.Popen([sys.executable, __file__, "--passthrough", str(pt_port), "--upstream",
+                               f"http://127.0.0.1:{mock_port}"])
+        procs.append(pt)
+        wait_http(pt_port, "/docs", 60, pt)
         targets = {"direct": (mock_port, "/v1/chat/completions", {}),
+                   "floor": (pt_port, "/v1/chat/completions", {}),
                    "gateway": (gw_port, "/v1/chat/completions", {"authorization": f"Bearer {KEY}"})}
         if not args.no_litellm:
             exe = ensure_litellm()
@@ -443,6 +480,10 @@ def report(results: dict[int, dict[str, dict]]) -> None:
             g99 = f"{r['gw_overhead_p99']:.3f}" if r["gw_overhead_p99"] is not None else "-"
             print(f"{c:>4} {name:>8} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {o50:>8.2f} {o99:>8.2f} "
                   f"{g50:>10} {g99:>10} {r['errors']:>6}")
+        f = by["floor"]
+        print(f"{c:>4} ratios: gateway/floor p99 overhead "
+              f"{(by['gateway']['p99'] - d['p99']) / max(1e-9, f['p99'] - d['p99']):.2f}, "
+              f"req/s gateway/floor {by['gateway']['rps'] / max(1e-9, f['rps']):.2f}")
         if "litellm" in by:
             g, ll = by["gateway"], by["litellm"]
             og, ol = g["p99"] - d["p99"], ll["p99"] - d["p99"]
