@@ -6,9 +6,22 @@ BIN    := $(VENV)/bin
 export SLM_HOME     ?= $(CURDIR)/.slm
 export DAGSTER_HOME ?= $(SLM_HOME)/dagster
 
-.PHONY: setup run test ui validate bench clean
+.PHONY: setup browser run test ui validate bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# The UI test (tests/test_simulated_week.py) drives Debian's Chromium through Playwright; no browser is
+# downloaded (`playwright install` is never run). As root it is installed here; otherwise say how.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends chromium \
+	      || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; \
+	  else \
+	    echo "NOTE: /usr/bin/chromium is missing: run 'sudo apt-get install --no-install-recommends chromium'"; \
+	    echo "      (the Dagster UI test in tests/test_simulated_week.py skips without it)"; \
+	  fi; }
 
 # torch first, pinned: the CPU build is on disk; an unpinned torch pulls gigabytes of CUDA wheels.
 $(VENV)/.installed: pyproject.toml

@@ -21,6 +21,9 @@ observations, not logs. Evals run on the transformers engine in the run's own pr
 vLLM server); the floor gate is off (`eval.floor: none`) because four optimizer steps cannot beat
 the keyword rules (tests/test_lifecycle_pass.py shows that gate failing), so a version passes on
 schema validity and no regression against the reference.
+
+Then `test_the_dagster_ui_shows_the_loop` (issue 12) opens the real webserver on the week's instance in Debian's
+Chromium (Playwright) and checks what a person sees there against the instance; its screenshots are docs/ui/.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def week(vllm_server, tmp_path_factory):
     home = tmp_path_factory.mktemp("week")
     domains = home / "domains"
     shutil.copytree(ROOT / "domains" / DOMAIN, domains / DOMAIN)
+    shutil.copytree(ROOT / "domains" / "travel", domains / "travel")  # a second group for the UI; its loop stays off
     config = domains / DOMAIN / "slm.config.yaml"
     doc = yaml.safe_load(config.read_text())
     _merge(doc, LOOP)
@@ -146,7 +150,7 @@ def week(vllm_server, tmp_path_factory):
             assert done.returncode == 0, done.stdout + done.stderr
 
         yield {"home": home, "instance": instance, "store": store, "domain": domain, "gateway": gateway,
-               "proxy": proxy, "toggle": toggle, "logs": list(logs.values())}
+               "proxy": proxy, "toggle": toggle, "logs": list(logs.values()), "env": daemon_env}
     finally:
         if gateway is not None:
             gateway.stop()
@@ -277,3 +281,205 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
         ("champion", "approve", "v0001", "v0002", f"sensor {DOMAIN}_shadow"),
         ("champion", "rollback", "v0002", "v0001", f"sensor {DOMAIN}_demotion"),
     ], moves
+
+
+# --- the Dagster UI, in a real browser, on the week's instance ---------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (`make setup` installs it); Playwright never downloads a browser
+SHOTS = ROOT / "docs" / "ui"  # the README shows these
+
+
+class Webserver:
+    """`dagster-webserver` on the week's instance and workspace (the daemon already runs), on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        from slm_platform.inference.vllm_engine import free_port
+
+        self.port, self.log = free_port(), log
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
+             "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 240.0) -> None:
+        def up() -> bool:
+            assert self.proc.poll() is None, f"dagster-webserver exited:\n{self.log.read_text()[-2500:]}"
+            try:
+                return httpx.get(self.url + "/server_info", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_for("dagster-webserver", up, timeout_s, [self.log], every_s=1.0)
+        # the community sign-up dialog would cover the first page a person opens: dismiss it as "Skip" does
+        httpx.post(self.url + "/graphql", json={"query": "mutation { setNuxSeen }"}, timeout=30).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _markdown_dialog(page, key: str):
+    """Open a metadata entry's `[Show Markdown]` on the current asset page; the dialog it opens."""
+    from playwright.sync_api import expect
+
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True)).first
+    row.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def _rendered_images(dialog) -> list[dict]:
+    """Each inline chart the dialog shows, as the browser decoded it (a broken image has no natural size)."""
+    return dialog.locator("img[src^='data:image/png;base64,']").evaluate_all(
+        "imgs => imgs.map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))")
+
+
+def _table_headers(dialog) -> list[list[str]]:
+    return dialog.locator("table").evaluate_all(
+        "ts => ts.map(t => Array.from(t.querySelectorAll('th')).map(th => th.innerText.trim()))")
+
+
+def _shoot(page, shots: Path, name: str, target=None) -> None:
+    page.wait_for_timeout(1000)  # let charts and late queries settle
+    (target or page).screenshot(path=str(shots / name))
+
+
+def walk_the_ui(page, url: str, instance, domain, shots: Path, logs: list[Path]) -> None:
+    """What a person checks in the UI, step by step, each against the instance; one screenshot per step."""
+    import dagster as dg
+    from playwright.sync_api import expect
+
+    from slm_platform import settings
+    from slm_platform.config import discover_domains
+    from slm_platform.orchestration.partitions import next_version
+    from slm_platform.orchestration.registry import HISTORY_ROWS, registry_state
+    from slm_platform.registry.history import history_rows
+
+    shots.mkdir(parents=True, exist_ok=True)
+
+    # (a) every domain folder is an asset group; one group's lineage is its model registry
+    page.goto(f"{url}/asset-groups")
+    groups = sorted(folder.name for folder in discover_domains(settings.domains_dir()))
+    assert groups == ["support_triage", "travel"], groups
+    for group in groups:
+        expect(page.get_by_text(group, exact=True).first).to_be_visible()
+    _shoot(page, shots, "asset_groups.png")
+    page.goto(f"{url}/locations/slm_platform/asset-groups/{DOMAIN}/lineage")
+    for stage in ("captured_traffic", "dataset", "adapter", "eval_report", "package", "release", "shadow_report"):
+        expect(page.get_by_text(stage, exact=True).first).to_be_visible()
+    _shoot(page, shots, "lineage.png")
+
+    # (b) materialize a new dataset version from the UI: Materialize, add a partition, launch
+    version = next_version(instance, DOMAIN)
+    page.goto(f"{url}/assets/{DOMAIN}/dataset")
+    page.get_by_role("button", name="Materialize").first.click()
+    launch = page.get_by_role("dialog").filter(has_text=f"Launch runs to materialize {DOMAIN} / dataset")
+    launch.get_by_text("Add a partition").click()
+    add = page.get_by_role("dialog").filter(has_text=f"Add a partition for {DOMAIN}_versions")
+    add.get_by_placeholder("name").fill(version)
+    add.get_by_role("button", name="Save").click()
+    expect(launch.get_by_text("1 partition", exact=True)).to_be_visible()
+    _shoot(page, shots, "materialize_dataset.png")
+    launch.get_by_role("button", name="Launch 1 run").click()
+    expect(launch).to_be_hidden()
+
+    def finished() -> dg.DagsterRun | None:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": version}))
+        done = [r for r in runs if r.is_finished]
+        return done[0] if done else None
+    run = wait_for(f"the dataset run for {version} launched from the UI", finished, 600, logs)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run
+    assert run.asset_selection == {dg.AssetKey([DOMAIN, "dataset"])}, run.asset_selection
+    materialized = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey([DOMAIN, "dataset"]), asset_partitions=[version]), limit=1).records
+    assert materialized and materialized[0].run_id == run.run_id, materialized
+    page.goto(f"{url}/runs/{run.run_id}")
+    expect(page.get_by_text("Success").first).to_be_visible()
+    _shoot(page, shots, "dataset_run.png")
+
+    # (c) the eval report's metadata: its chart and the primary metric by slice, as tables; the loss curve and the
+    #     drift chart likewise (markdown metadata: the UI renders GitHub tables and inline PNGs in its dialog)
+    slice_keys = [s.key for s in domain.config.eval.slices]
+    page.set_viewport_size({"width": 1440, "height": 1800})  # the whole report fits in one screenshot
+    for asset, key, shot in (("eval_report", "report", "eval_report.png"), ("adapter", "loss_curve", "loss_curve.png"),
+                             ("drift_report", "report", "drift_report.png")):
+        page.goto(f"{url}/assets/{DOMAIN}/{asset}")
+        dialog = _markdown_dialog(page, key)
+        images = _rendered_images(dialog)
+        assert len(images) == 1 and images[0]["complete"] and images[0]["width"] >= 300, (asset, images)
+        headers = _table_headers(dialog)
+        if asset == "eval_report":
+            assert headers[0][:2] == ["entry", "n"], headers
+            assert [h[0] for h in headers[1:]] == slice_keys, headers  # one table per slice key
+        elif asset == "drift_report":
+            assert headers and headers[0][:2] == ["measure", "value"], headers
+        _shoot(page, shots, shot, dialog)
+        dialog.get_by_role("button", name="Close").click()
+
+    # (d) the release asset: who serves (the champion) and the history of every move, as the registry says
+    state = registry_state(instance, DOMAIN)
+    page.set_viewport_size({"width": 1800, "height": 1100})  # the history table is wide
+    page.goto(f"{url}/assets/{DOMAIN}/release")
+    champion = page.get_by_role("row").filter(has=page.get_by_role("cell", name=f"champion/{ROLE}", exact=True))
+    expect(champion.get_by_role("cell", name=state.version(ROLE), exact=True)).to_be_visible()
+    history = page.get_by_role("row").filter(has=page.get_by_role("cell", name="history", exact=True)).locator("table")
+    expect(history).to_be_visible()
+    expected = history_rows(state, newest_first=True, limit=HISTORY_ROWS)  # what `slm registry history` prints
+    expect(history.locator("tbody tr")).to_have_count(len(expected))
+    shown = history.locator("tbody tr").evaluate_all(
+        "trs => trs.map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))")
+    columns = [0, *range(2, 8)]  # event, role, alias, action, from, to, actor
+    assert [[row[i] for i in columns] for row in shown] == [[row[i] for i in columns] for row in expected], shown
+    page.get_by_text("Metadata", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start', inline: 'start'})")
+    _shoot(page, shots, "release.png")
+    page.goto(f"{url}/assets/{DOMAIN}/release?view=events")  # each move and each resulting state, observed
+    expect(page.get_by_text(f"champion: {ROLE} {state.version(ROLE)}").first).to_be_visible()
+    _shoot(page, shots, "release_events.png")
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+    # (e) the sensors and the schedule, with their last ticks and the runs they launched
+    page.goto(f"{url}/automation")
+    for name in [f"{DOMAIN}_daily_capture", *SENSORS]:
+        expect(page.get_by_text(name, exact=True)).to_be_visible()
+    _shoot(page, shots, "automation.png")
+    for kind, name, tag in [("schedules", f"{DOMAIN}_daily_capture", "dagster/schedule_name"),
+                            *[("sensors", s, "dagster/sensor_name") for s in SENSORS]]:
+        page.goto(f"{url}/locations/slm_platform/{kind}/{name}")
+        expect(page.get_by_text("Latest tick").first).to_be_visible()
+        expect(page.get_by_text("View logs").first).to_be_visible()  # the tick table has a row
+        launched = instance.get_runs(dg.RunsFilter(tags={tag: name}), limit=1)
+        if name in (f"{DOMAIN}_daily_capture", f"{DOMAIN}_retrain"):  # the week's day ingested, v0002 retrained
+            _shoot(page, shots, f"{name}.png")
+            assert launched, f"{name} launched no run"
+        if launched:  # the latest run it launched is listed with it
+            if kind == "schedules":
+                page.get_by_role("tab", name="Run history", exact=True).click()
+            else:
+                page.get_by_role("button", name="Runs", exact=True).click()
+            expect(page.get_by_text(launched[0].run_id[:8]).first).to_be_visible()
+
+
+def test_the_dagster_ui_shows_the_loop(week):
+    """After the week: a person opens the real webserver on the same instance (the daemon still runs) in Debian's
+    Chromium and finds both domains' groups, materializes a dataset version, reads the eval report (chart and slice
+    tables), the loss curve and the drift chart, the release with its champion and history, and the sensors' and
+    the schedule's last ticks. The screenshots land in docs/ui/ for the README."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium as root")
+    from playwright.sync_api import sync_playwright
+
+    web = Webserver(week["env"], week["home"] / "webserver.log")
+    try:
+        web.wait_ready()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.set_default_timeout(60_000)  # two cores, a daemon and its runs share them
+                walk_the_ui(page, web.url, week["instance"], week["domain"], SHOTS, [*week["logs"], web.log])
+            finally:
+                browser.close()
+    finally:
+        web.stop()
