@@ -318,10 +318,13 @@ def create_app(gateway: Gateway, *, keys: KeyRing, limiter: RateLimiter | None, 
     async def readyz() -> JSONResponse:
         table = gateway.router.table
         shared_ok = await gateway.vllm.healthy() if gateway.vllm is not None else False
+        own_ok: dict[str, bool] = {}  # a merged model's own server, asked once per probe
         routes, ready = {}, bool(table.routes) and not table.errors
         for model, r in sorted(table.routes.items()):
-            own = r.champion.upstream if r.champion is not None else None  # a merged model's own server
-            vllm_ok = await own.healthy() if own is not None else shared_ok
+            own = r.champion.upstream if r.champion is not None else None
+            if own is not None and own.root not in own_ok:
+                own_ok[own.root] = await own.healthy()
+            vllm_ok = own_ok[own.root] if own is not None else shared_ok
             usable = [name for name in r.chain if r.problem(name) is None and (name != "slm" or vllm_ok)]
             if not usable:
                 ready = False

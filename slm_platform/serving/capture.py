@@ -73,6 +73,23 @@ def sampled(turn_id: str, rate: float) -> bool:
     return int(stable_hash(turn_id, 8), 16) <= int(rate * 0xFFFFFFFF)
 
 
+class RedactorCache:
+    """Each domain's `Redactor`, built again only when its `data.redaction` policy changes (one per
+    thread that redacts: capture's writer, the traces' dispatcher)."""
+
+    def __init__(self) -> None:
+        self._by_domain: dict[str, tuple[str, Redactor]] = {}  # domain -> (policy JSON, redactor)
+
+    def redacted_turn(self, ex: Exchange, route: RoleRoute) -> dict[str, Any]:
+        """The exchange as a capture Turn, redacted with the domain's policy."""
+        key = route.redaction.model_dump_json()
+        cached = self._by_domain.get(ex.domain)
+        if cached is None or cached[0] != key:
+            cached = (key, Redactor(route.redaction))
+            self._by_domain[ex.domain] = cached
+        return cached[1].redact_turn(capture_turn(ex))[0]
+
+
 def capture_turn(ex: Exchange) -> dict[str, Any]:
     """The Turn of an answered exchange, before redaction."""
     labels: dict[str, Any] = {"capture": ex.output}
@@ -110,7 +127,7 @@ class CaptureWriter:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._fds: dict[Path, int] = {}
-        self._redactors: dict[str, tuple[str, Redactor]] = {}  # domain -> (policy JSON, redactor)
+        self._redactors = RedactorCache()
         self._warned: set[str] = set()
         self.written = 0  # rows appended (for tests and the log line at close)
         self.not_sampled = 0
@@ -183,20 +200,12 @@ class CaptureWriter:
                 log.warning("capture: %s reads its inbox as %r; the gateway writes Turns (jsonl), so its traffic is "
                             "not captured", ex.domain, cfg.format)
             return None, ""
-        turn, _hits = self._redactor(ex.domain, route).redact_turn(capture_turn(ex))
+        turn = self._redactors.redacted_turn(ex, route)
         if not sampled(turn["id"], cfg.sample_rate):
             self.not_sampled += 1
             return None, ""
         folder = self.inbox(ex.domain, cfg.inbox) / f"date={turn['meta']['day']}"
         return folder / f"{self.name}.jsonl", canonical_json(turn) + "\n"
-
-    def _redactor(self, domain: str, route: RoleRoute) -> Redactor:
-        key = route.redaction.model_dump_json()
-        cached = self._redactors.get(domain)
-        if cached is None or cached[0] != key:
-            cached = (key, Redactor(route.redaction))
-            self._redactors[domain] = cached
-        return cached[1]
 
     def _append(self, path: Path, data: bytes) -> None:
         fd = self._fds.get(path)

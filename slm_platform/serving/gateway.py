@@ -75,8 +75,9 @@ class Gateway:
         async def call(name: Route) -> tuple[Attempt, str]:
             if name == "slm":
                 champion = route.champion
-                upstream = champion.upstream or self.vllm if champion is not None else None  # merged: its own
-                assert champion is not None and upstream is not None
+                assert champion is not None
+                upstream = champion.upstream or self.vllm  # a merged champion: its own server
+                assert upstream is not None
                 ids = champion.renderer.prompt_ids(messages)
                 attempt = await upstream.complete(champion.adapter, ids, schema, max_tokens=max_tokens,
                                                    temperature=temperature, timeout_s=route.latency_budget_ms / 1000)

@@ -17,10 +17,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from slm_platform.serving.upstreams import VLLMUpstream
+
+if TYPE_CHECKING:
+    from slm_platform.inference.vllm_engine import VLLMServer
 
 log = logging.getLogger("slm_platform.serving")
 
@@ -29,7 +33,7 @@ MANAGED_KV_CACHE_GIB = 1.0  # a served version's own KV cache on vLLM CPU (one r
 
 @dataclass
 class _Managed:
-    server: object  # VLLMServer (imported lazily: it pulls the inference package's process helpers)
+    server: VLLMServer
     upstream: VLLMUpstream
 
 
@@ -73,7 +77,7 @@ class MergedModels:
 
         with self._lock:
             known = self._managed.get(name)
-            if known is not None and known.server.running():  # type: ignore[attr-defined]
+            if known is not None and known.server.running():
                 return known.upstream
         log.info("starting a vLLM server for merged model %s (%s)", name, folder)
         server = VLLMServer(folder, served_model_name=name, enable_lora=False, max_model_len=self.max_model_len,
@@ -96,7 +100,7 @@ class MergedModels:
             gone = [n for n in self._managed if n not in names]
             stopping = [self._managed.pop(n) for n in gone]
         for m in stopping:
-            m.server.stop()  # type: ignore[attr-defined]
+            m.server.stop()
         for n in gone:
             log.info("stopped the vLLM server of merged model %s (no route names it)", n)
         return gone

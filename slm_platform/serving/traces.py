@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from slm_platform import tracing
-from slm_platform.data.redaction import Redactor
-from slm_platform.serving.capture import capture_turn
+from slm_platform.serving.capture import RedactorCache
 from slm_platform.serving.hooks import Exchange
 from slm_platform.serving.routing import RoleRoute
 
@@ -37,7 +36,7 @@ class GatewayTraces:
     def __init__(self, tracer: tracing.Tracer, routes: Callable[[], Mapping[str, RoleRoute]]):
         self.tracer = tracer
         self.routes = routes
-        self._redactors: dict[str, tuple[str, Redactor]] = {}  # domain -> (policy JSON, redactor)
+        self._redactors = RedactorCache()
         self.sent = 0
 
     @classmethod
@@ -83,19 +82,11 @@ class GatewayTraces:
             attrs["gen_ai.usage.input_tokens"] = ex.prompt_tokens
             attrs["gen_ai.usage.output_tokens"] = ex.completion_tokens
         if route is not None:
-            turn, _hits = self._redactor(ex.domain, route).redact_turn(capture_turn(ex))
+            turn = self._redactors.redacted_turn(ex, route)
             content_in, content_out = tracing.as_json(turn["input"]), tracing.as_json(turn["output"])
             attrs.update({"langfuse.observation.input": content_in, "langfuse.observation.output": content_out,
                           "langfuse.trace.input": content_in, "langfuse.trace.output": content_out})
         return attrs
-
-    def _redactor(self, domain: str, route: RoleRoute) -> Redactor:
-        key = route.redaction.model_dump_json()
-        cached = self._redactors.get(domain)
-        if cached is None or cached[0] != key:
-            cached = (key, Redactor(route.redaction))
-            self._redactors[domain] = cached
-        return cached[1]
 
     def flush(self) -> None:
         if not self.tracer.flush():
