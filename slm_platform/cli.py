@@ -105,7 +105,8 @@ class SourceReport:
 
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER", help="domain folder(s), e.g. domains/travel")
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER",
+                        help="domain folder(s), or names in the domains folder: domains/travel or travel")
     parser.add_argument("--all", action="store_true", help="validate every folder under --domains-dir")
     parser.add_argument("--domains-dir", type=Path, default=Path("domains"), help="where --all looks (default: ./domains)")
 
@@ -144,6 +145,11 @@ def _validate_folder(folder: Path) -> bool:
 
     if folder.is_file() and folder.name == CONFIG_FILE:
         folder = folder.parent
+    if not folder.is_dir() and len(folder.parts) == 1:  # a bare name, as `slm run` takes it: the domains folder
+        from slm_platform import settings
+
+        if (settings.domains_dir() / folder).is_dir():
+            folder = settings.domains_dir() / folder
     if not folder.is_dir():
         return _fail(folder, [Problem(str(folder), "", "no such folder", f"a domain folder holding {CONFIG_FILE}")])
     try:
@@ -465,6 +471,9 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--day", default=None)
     parser.add_argument("--drift", type=float, default=0.0)
     parser.add_argument("--inbox", action="store_true", help="write into the domain's capture inbox for --day")
+    parser.add_argument("--format", choices=["turns", "openai_chat"], default="turns",
+                        help="turns: the platform's Turn records; openai_chat: the log an application kept of "
+                             "these calls to a hosted LLM (the input of `slm init --from`; stdout only)")
 
 
 @subcommand("simulate", "Write simulated traffic (JSONL) to stdout or into the capture inbox.", _simulate_arguments)
@@ -475,8 +484,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from slm_platform.domain import Domain
     from slm_platform.orchestration.lifecycle import today
 
+    if args.format == "openai_chat" and args.inbox:
+        raise SystemExit("slm simulate: --format openai_chat writes a hosted-LLM call log to stdout, not the inbox")
     domain = Domain.load(_domain_folders([args.domain])[0])
     turns = domain.simulator().simulate(args.n, seed=args.seed, day=args.day, drift=args.drift)
+    if args.format == "openai_chat":
+        from slm_platform.data.openai_log import hosted_call
+
+        for i, turn in enumerate(turns):
+            line = hosted_call(turn, domain.roles[turn["role"]], created=1_767_225_600 + 60 * i)
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return EXIT_OK
     if not args.inbox:
         for turn in turns:
             sys.stdout.write(json.dumps(turn, ensure_ascii=False) + "\n")
@@ -645,22 +663,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # --- slm registry ---------------------------------------------------------------------------------
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["ls", "show", "promote", "approve", "rollback", "history"],
+    parser.add_argument("action", choices=["ls", "show", "promote", "approve", "reject", "rollback", "history"],
                         help="ls: every version's state; show V: one version; promote V; approve V (the "
-                             "challenger awaiting approval becomes champion); rollback [--to V]; history [--at TIME]")
+                             "challenger awaiting approval becomes champion); reject V (the challenger leaves its "
+                             "alias for good); rollback [--to V]; history [--at TIME]")
     parser.add_argument("domain", help="domain name")
-    parser.add_argument("version", nargs="?", help="the version (show, promote, approve)")
+    parser.add_argument("version", nargs="?", help="the version (show, promote, approve, reject)")
     parser.add_argument("--role", help="one role (default: every role the package serves)")
     parser.add_argument("--to", help="rollback: an earlier champion (default: the previous one)")
     parser.add_argument("--alias", choices=["champion", "challenger"], default="champion",
                         help="promote: the alias to move (default: champion)")
-    parser.add_argument("--reason", help="why (recorded with the event; required by promote, approve, rollback)")
+    parser.add_argument("--reason", help="why (recorded with the event; required by promote, approve, reject, rollback)")
     parser.add_argument("--at", help="history: what served at this time (ISO-8601; UTC when no zone is given)")
     parser.add_argument("--markdown", action="store_true",
                         help="history: a markdown table, oldest first (for a README or a ticket)")
 
 
-@subcommand("registry", "Release registry: version states, promote, rollback, and the replayable alias history.",
+MOVES = ("promote", "approve", "reject", "rollback")  # the registry actions that record an event
+
+
+@subcommand("registry", "Release registry: version states, promote, approve, reject, rollback, and the replayable "
+            "alias history.",
             _registry_arguments)
 def cmd_registry(args: argparse.Namespace) -> int:
     import getpass
@@ -670,14 +693,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from slm_platform.orchestration import registry as reg
     from slm_platform.orchestration.instance import get_instance
 
-    if args.action in ("show", "promote", "approve") and not args.version:
+    if args.action in ("show", "promote", "approve", "reject") and not args.version:
         raise SystemExit(f"slm registry {args.action} needs a version, e.g. slm registry {args.action} "
                          f"{args.domain} v0001")
-    if args.action in ("promote", "approve", "rollback") and not args.reason:
+    if args.action in MOVES and not args.reason:
         raise SystemExit(f"slm registry {args.action} needs --reason TEXT (it is recorded in the history)")
     console, store, instance = _console(), ArtifactStore(settings.artifacts_root()), get_instance()
     try:
-        if args.action in ("promote", "approve", "rollback"):
+        if args.action in MOVES:
             actor = getpass.getuser()
             try:
                 if args.action == "promote":
@@ -686,6 +709,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 elif args.action == "approve":
                     moved = reg.approve(instance, store, args.domain, args.version, role=args.role, actor=actor,
                                         reason=args.reason)
+                elif args.action == "reject":
+                    moved = reg.reject(instance, store, args.domain, args.version, role=args.role, actor=actor,
+                                       reason=args.reason)
                 else:
                     moved = reg.rollback(instance, store, args.domain, role=args.role, to=args.to, actor=actor,
                                          reason=args.reason)

@@ -88,6 +88,8 @@ def test_decision_waits_for_a_running_version_and_defers_over_budget():
     assert decide_retrain(fired, ok, running=[]).action == "retrain"
     busy = decide_retrain(fired, ok, running=["abc12345"])
     assert busy.action == "wait" and "in progress (abc12345)" in busy.reason
+    pending = decide_retrain(fired, over, running=[], challengers=["v0003"])  # its verdict first, not a deferral
+    assert pending.action == "wait" and pending.reason.startswith("challenger v0003 is shadowed or awaits approval")
     deferred = decide_retrain(fired, over, running=[])
     assert deferred.action == "defer" and deferred.reason.startswith("over budget: 1 training runs")
     assert deferred.evidence.startswith("staleness: no version was ever built")
@@ -215,3 +217,67 @@ def test_retrain_sensor_defers_over_budget_and_records_it(world):
     assert obs.metadata["action"].value == "defer"
     assert "distribution_drift: triage: 20.0% unseen (drift report 2026-11-29)" in obs.metadata["evidence"].value
     assert instance.get_dynamic_partitions(f"{DOMAIN}_versions") == ["v0001"]  # nothing was added or launched
+
+
+def _drift_report(store: ArtifactStore, day: str, reference: str, unseen: float) -> None:
+    from slm_platform.drift.report import CaptureRef, DriftReport, Measure, Reference, RoleDrift
+
+    ref = Reference(version=reference, source="champion", rel=dataset_dir(DOMAIN, reference), manifest_hash="x",
+                    rows=300)
+    missing = Measure.missing("not_measured", 0, "-")
+    role = RoleDrift(role=ROLE, kind="structured", reference=ref, n=250, status="ok",
+                     unseen_share=Measure(value=unseen, n=250), oracle_disagreement=missing,
+                     oracle_disagreement_reference=missing, schema_valid_rate=missing, fallback_rate=missing)
+    report = DriftReport(domain=DOMAIN, day=day, capture=CaptureRef(rel="c", manifest_hash="x", rows=250),
+                         roles={ROLE: role})
+    with store.publish(f"{DOMAIN}/drift/{day}", kind="drift_report", version=day, overwrite=True) as st:
+        (st / "report.json").write_text(report.model_dump_json())
+
+
+def test_a_drift_report_against_an_earlier_champion_does_not_fire_again(world):
+    """The drift that started v0002 was measured against v0001's data; once v0002 (trained on that drift)
+    is champion, the same report is not evidence against it: not measured, saying why, until the next."""
+    instance, store, domain = world
+    from slm_platform.registry.releases import reference_name
+
+    publish_version(store, "v0002", reference=reference_name("v0001"),
+                    extra={"contracts": {ROLE: domain.roles[ROLE].fingerprint()}})
+    reg.promote(instance, store, DOMAIN, "v0001", actor="ana", reason="first")
+    _drift_report(store, "2026-11-29", "v0001", unseen=0.2)
+    fired = by_name(evaluate_triggers(TriggersBlock(), gather_inputs(domain, store, NOW)))
+    assert fired["distribution_drift"].fired
+    reg.promote(instance, store, DOMAIN, "v0002", actor="ana", reason="trained on the drift")
+    stale = by_name(evaluate_triggers(TriggersBlock(), gather_inputs(domain, store, NOW)))["distribution_drift"]
+    assert (stale.fired, stale.measured) == (False, False)
+    assert stale.value == ("the drift report of 2026-11-29 compares with v0001's training data, not champion "
+                           "v0002's: not measured until the next report"), stale.value
+    reg.rollback(instance, store, DOMAIN, actor="ana", reason="back")  # v0001 again: the report is its evidence
+    assert by_name(evaluate_triggers(TriggersBlock(), gather_inputs(domain, store, NOW)))["distribution_drift"].fired
+
+
+def test_labelled_rows_the_champion_trained_on_are_not_new(tmp_path, monkeypatch):
+    """new_labelled_rows counts truth-labelled captured rows the champion's dataset did not read: a capture
+    day that is one of the dataset's parents not at all, the same day published again with more rows only
+    for the rows the dataset does not hold (by turn id)."""
+    monkeypatch.setenv("SLM_ARTIFACTS", str(tmp_path / "artifacts"))
+    store = ArtifactStore(tmp_path / "artifacts")
+    domain = Domain.load(ROOT / "domains" / DOMAIN)
+    instance = get_instance(tmp_path / "dagster")
+    gold = {"category": "billing", "priority": "high", "product": "drive", "needs_human": False, "language": "en"}
+    row = lambda i: {"id": f"t-{i}", "role": ROLE, "output": gold, "labels": {"gold": gold}, "meta": {}}  # noqa: E731
+    today = datetime.now(timezone.utc).date().isoformat()
+    try:
+        write_capture_day(store, today, [row(i) for i in range(4)])
+        capture_hash = store.read_manifest(capture_dir(DOMAIN, today)).hash
+        with store.publish(dataset_dir(DOMAIN, "v0001"), kind="dataset", version="v0001",
+                           parents=[{"uri": store.uri(capture_dir(DOMAIN, today)), "sha256": capture_hash}]) as st:
+            (st / "train.jsonl").write_text("".join(json.dumps(row(i)) + "\n" for i in range(3)))
+            (st / "test.jsonl").write_text(json.dumps(row(3)) + "\n")
+        publish_version(store, "v0001", extra={"contracts": {ROLE: domain.roles[ROLE].fingerprint()}})
+        reg.promote(instance, store, DOMAIN, "v0001", actor="ana", reason="first")
+        assert gather_inputs(domain, store, NOW).new_labelled_rows == 0  # the day the dataset read, as it was
+        with store.publish(capture_dir(DOMAIN, today), kind="capture", version=today, overwrite=True) as st:
+            (st / "turns.jsonl").write_text("".join(json.dumps(row(i)) + "\n" for i in range(6)))
+        assert gather_inputs(domain, store, NOW).new_labelled_rows == 2  # t-4, t-5: captured after the dataset
+    finally:
+        instance.dispose()

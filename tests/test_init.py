@@ -356,3 +356,38 @@ def test_a_log_without_a_usable_call_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "empty").exists()
     missing = slm("init", str(tmp_path / "other"), "--from", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 1 and "no such file" in missing.stderr, missing.stderr
+
+
+def test_a_simulated_call_log_of_a_shipped_domain_scaffolds_it_back(tmp_path: Path) -> None:
+    """`slm simulate travel --format openai_chat` writes the log an application kept (structured calls with
+    response_format, tool calls with tools + tool_calls, slots in the user message as the renderer shows them);
+    `slm init` makes a valid domain of it whose contracts are travel's and whose seed rows read back as the
+    simulator's answers."""
+    from slm_platform.data.sources import read_source
+
+    travel = Domain.load(ROOT / "domains" / "travel")
+    log = tmp_path / "calls.jsonl"
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", "slm_platform.cli", "simulate", str(ROOT / "domains" / "travel"),
+                               "--n", "60", "--seed", "4", "--format", "openai_chat"], stdout=f, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    turns = list(travel.simulator().simulate(60, seed=4))
+    lines = read_jsonl(log)
+    assert len(lines) == 60 and all(line["request"]["model"] == "gpt-4.1-mini" for line in lines)
+
+    folder = tmp_path / "domains" / "trips"
+    proc = slm("init", str(folder), "--from", str(log))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "60 calls kept, 0 rejected" in proc.stdout
+    assert slm("validate", str(folder)).returncode == 0
+    trips = Domain.load(folder)
+    tool_role = next(r for r in trips.roles.values() if r.kind == "tool_call")
+    assert trips.roles["plan_turn"].output_schema == travel.roles["plan_turn"].output_schema
+    assert tool_role.tools == travel.roles["call_tool"].tools
+    by_role = {"plan_turn": "plan_turn", tool_role.id: "call_tool"}
+    for role, source in by_role.items():
+        read = list(read_source(folder / "data" / f"seed.{role}.jsonl", "openai_chat", domain="trips", source="seed",
+                                role=role))
+        assert all(isinstance(row, dict) for row in read), [r for r in read if not isinstance(r, dict)][:3]
+        assert [row["output"] for row in read] == [t["output"] for t in turns if t["role"] == source], role

@@ -415,6 +415,52 @@ def test_cli_promotes_rolls_back_and_shows_history(world, capsys, monkeypatch):
     assert "retired" in out and "compared with: champion v0001" in out and "event" in out
 
 
+def test_a_rejected_challenger_leaves_its_alias_for_good(world, capsys, monkeypatch):
+    """`slm registry reject` (and the `<domain>_reject` job): one event off the challenger alias, the
+    pointer without a challenger (the gateway stops shadowing it), state `rejected`, never approvable."""
+    from slm_platform.cli import main
+    from slm_platform.domain import Domain
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.resources import ArtifactStoreResource
+
+    monkeypatch.setenv("COLUMNS", "250")
+    instance, store = world
+    reg.promote(instance, store, DOMAIN, "v0001", actor="ana", reason="first")
+    assert main(["registry", "reject", DOMAIN, "v0002", "--reason", "x"]) == 1  # not the challenger (yet)
+    assert "v0002 is not the challenger of any role (awaiting approval: none)" in capsys.readouterr().err
+    reg.promote(instance, store, DOMAIN, "v0002", alias="challenger", actor="retrain", reason="shadow it")
+    assert main(["registry", "reject", DOMAIN, "v0002"]) == 1  # no --reason
+    assert "--reason" in capsys.readouterr().err
+    assert main(["registry", "reject", DOMAIN, "v0002", "--reason", "wrong on every refund ticket"]) == 0
+    assert "reject: support_triage/triage challenger v0002 -> v0002" in capsys.readouterr().out
+    roles = read_pointer(store, DOMAIN).roles[ROLE]
+    assert (roles.champion.version, roles.challenger) == ("v0001", None)
+    event = reg.read_log(instance, DOMAIN)[-1].event
+    assert (event.alias, event.action, event.from_version, event.reason) == (
+        "challenger", "reject", "v0002", "wrong on every refund ticket")
+    assert event.evidence == {"shadow": "not shadowed (no shadow_report)"}
+    with pytest.raises(reg.ReleaseRefused, match="v0002 is not the challenger"):
+        reg.approve(instance, store, DOMAIN, "v0002", actor="bo", reason="ship it anyway")
+    assert main(["registry", "ls", DOMAIN]) == 0
+    out = capsys.readouterr().out
+    assert any("v0002" in line and "rejected" in line for line in out.splitlines()), out
+
+    # the same from the launchpad; a promote to challenger again is allowed (a human may retry it)
+    reg.promote(instance, store, DOMAIN, "v0002", alias="challenger", actor="ana", reason="one more look")
+    defs = dg.Definitions.merge(build_domain_defs(Domain.load(TESTS.parent / "domains" / DOMAIN)), dg.Definitions(
+        resources={"artifacts": ArtifactStoreResource(root=str(store.local_root))}))
+    result = defs.resolve_job_def(f"{DOMAIN}_reject").execute_in_process(
+        run_config={"ops": {f"{DOMAIN}_reject_op": {"config": {"version": "v0002", "reason": "no"}}}},
+        instance=instance)
+    assert result.success
+    state = reg.registry_state(instance, DOMAIN)
+    assert state.awaiting_approval() == {} and state.version(ROLE) == "v0001"
+    assert version_states(state, {})["v0002"] == VersionState.rejected
+    assert [(o.logged.event.action, o.logged.event.alias) for o in state.outcomes] == [
+        ("promote", "champion"), ("promote", "challenger"), ("reject", "challenger"), ("promote", "challenger"),
+        ("reject", "challenger")]
+
+
 # --- two processes at once -----------------------------------------------------------------------------
 ROUNDS = 50
 

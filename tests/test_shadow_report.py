@@ -246,9 +246,10 @@ def test_undecided_or_missing_shadow_is_recorded_not_refused(tmp_path, domain, t
     assert shadow_verdict(store, NAME, "v0002") == ({"shadow": "not decided: triage 7 of 40 pairs"}, [])
 
 
-def test_the_shadow_sensor_judges_until_decided_then_promotes_or_holds(tmp_path, domain, tickets, monkeypatch):
-    """The `<domain>_shadow` sensor on a real instance: judge the challenger while undecided, promote a
-    passing one under `auto` (an `approve` event by the sensor), hold a failing one with its reasons."""
+def test_the_shadow_sensor_judges_until_decided_then_promotes_or_rejects(tmp_path, domain, tickets, monkeypatch):
+    """The `<domain>_shadow` sensor on a real instance: judge the challenger while undecided, reject a
+    failing one (a `reject` event with its failed gates: off the challenger alias, shadowed no more),
+    promote a passing one under `auto` (an `approve` event by the sensor)."""
     from test_registry import publish_version
 
     from slm_platform.orchestration import registry as reg
@@ -281,10 +282,20 @@ def test_the_shadow_sensor_judges_until_decided_then_promotes_or_holds(tmp_path,
         write_pairs(store, [p.model_copy(update={"challenger": p.challenger.model_copy(update={"version": "v0003"})})
                             for p in wrong])
         build_shadow_report(domain, store, "v0003")
-        held = tick()
-        assert "v0003 failed its shadow gates and stays unpromoted (shadow_quality: triage: agreement 0.0%" \
-            in held.skip_message
+        rejected = tick()
+        assert rejected.skip_message.startswith(
+            "v0003 rejected: failed its shadow gates: shadow_quality: triage: agreement 0.0%"), rejected.skip_message
         assert current_release(store, NAME, "triage").version == "v0001"
+        event = reg.read_log(instance, NAME)[-1].event  # off the challenger alias, with the shadow evidence
+        assert (event.alias, event.action, event.from_version, event.to_version, event.actor) == (
+            "challenger", "reject", "v0003", "v0003", f"sensor {NAME}_shadow")
+        assert event.evidence["shadow_quality"].startswith("failed: triage: agreement 0.0%"), event.evidence
+        assert event.evidence["shadow_validity"].startswith("passed"), event.evidence
+        state = reg.registry_state(instance, NAME)
+        assert state.awaiting_approval() == {} and state.version("triage") == "v0001"
+        assert tick().skip_message == "no challenger to shadow"  # the gateway shadows it no more
+        with pytest.raises(reg.ReleaseRefused, match="v0003 is not the challenger"):
+            reg.approve(instance, store, NAME, "v0003", actor="bo", reason="ship it anyway")
 
         reg.promote(instance, store, NAME, "v0002", alias="challenger", actor="retrain", reason="next try")
         write_pairs(store, [pair(i, t["output"], t["output"]) for i, t in enumerate(tickets[:50])])

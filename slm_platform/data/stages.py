@@ -46,17 +46,25 @@ class DatasetResult:
 CAPTURE_FILE = "turns.jsonl"  # the kept, redacted Turns of one capture day
 
 
+def capture_days(store: ArtifactStore, domain: str, since_day: str = "0000-00-00") -> list[str]:
+    """The published capture days from `since_day` on, oldest first."""
+    days = sorted(n.removeprefix("date=") for n in store.list(capture_root(domain)) if n.startswith("date="))
+    return [day for day in days if day >= since_day]
+
+
+def captured_day_rows(store: ArtifactStore, domain: str, day: str) -> Iterator[dict[str, Any]]:
+    """The kept Turns of one published capture day (verified before it is read)."""
+    folder = store.open_verified(capture_dir(domain, day))
+    with open(folder / CAPTURE_FILE, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
 def captured_rows(store: ArtifactStore, domain: str, since_day: str = "0000-00-00") -> Iterator[dict[str, Any]]:
     """The kept Turns of every published capture day from `since_day` on, oldest day first."""
-    days = sorted(n.removeprefix("date=") for n in store.list(capture_root(domain)) if n.startswith("date="))
-    for day in days:
-        if day < since_day:
-            continue
-        folder = store.open_verified(capture_dir(domain, day))
-        with open(folder / CAPTURE_FILE, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+    for day in capture_days(store, domain, since_day):
+        yield from captured_day_rows(store, domain, day)
 
 
 def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Path | None = None,

@@ -1,5 +1,6 @@
 """The retrain decision: fire (a new version, tagged with its triggers), defer (over budget:
-recorded), or wait (nothing fired, or a training run of the domain is still going)."""
+recorded), or wait (nothing fired, a training run of the domain is still going, or a challenger is
+still being shadowed or awaits approval: its verdict comes before another version)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,19 @@ class RetrainDecision:
         return "; ".join(f"{t.name}: {t.value}" for t in self.fired)
 
 
-def decide_retrain(triggers: list[TriggerResult], budget: BudgetVerdict, *, running: list[str]) -> RetrainDecision:
+def decide_retrain(triggers: list[TriggerResult], budget: BudgetVerdict, *, running: list[str],
+                   challengers: list[str] = ()) -> RetrainDecision:
+    """`running`: version runs in progress; `challengers`: versions holding the challenger alias."""
     fired = [t for t in triggers if t.fired]
     if not fired:
         return RetrainDecision("wait", fired, triggers, budget, "no trigger fired")
     if running:
         return RetrainDecision("wait", fired, triggers, budget,
                                f"a training run of this domain is in progress ({', '.join(running)}): one at a time")
+    if challengers:
+        return RetrainDecision("wait", fired, triggers, budget,
+                               f"challenger {', '.join(sorted(set(challengers)))} is shadowed or awaits approval: "
+                               "its verdict comes before another version")
     if not budget.allowed:
         return RetrainDecision("defer", fired, triggers, budget, f"over budget: {budget.detail}")
     return RetrainDecision("retrain", fired, triggers, budget, "fired: " + ", ".join(t.name for t in fired))

@@ -1,6 +1,7 @@
 """What the shadow sensor does with the challenger next: judge it again on the pairs so far, promote
-it (shadow passed and `improvement.promotion: auto`), or hold it (shadow failed: it stays the
-challenger, refused, until a retrain replaces it; or passed under `approval`: a human decides)."""
+it (shadow passed and `improvement.promotion: auto`), reject it (a decided report with a failed
+gate: it can never be promoted, so it stops costing the champion's vLLM shadow requests), or hold
+it (passed under `approval`: a human decides)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Literal
 from slm_platform.artifacts import ArtifactError, ArtifactStore
 from slm_platform.shadow.report import read_shadow_report
 
-Step = Literal["judge", "promote", "hold", "wait"]
+Step = Literal["judge", "promote", "reject", "hold", "wait"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def next_shadow_step(store: ArtifactStore, domain: str, challengers: dict[str, s
         return ShadowStep("judge", version, f"judge {version} on the pairs so far ({pairs})")
     if not report.passed:
         failed = "; ".join(f"{g.name}: {g.detail}" for g in report.gates.values() if not g.passed)
-        return ShadowStep("hold", version, f"{version} failed its shadow gates and stays unpromoted ({failed})")
+        return ShadowStep("reject", version, f"failed its shadow gates: {failed}")
     pairs = ", ".join(f"{r.role} {r.pairs}" for r in report.roles.values())
     if promotion == "auto":
         return ShadowStep("promote", version, f"shadow passed on {pairs} pairs (improvement.promotion: auto)")

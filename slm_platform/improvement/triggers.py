@@ -29,6 +29,7 @@ class TriggerInputs:
     now: datetime
     champion: str | None = None
     drift_day: str | None = None  # the latest drift report's day
+    drift_note: str | None = None  # why the latest drift report measures nothing here (another reference)
     unseen_share: dict[str, float] = field(default_factory=dict)  # role -> share (drift report, measured only)
     input_auc: dict[str, float] = field(default_factory=dict)  # role -> domain classifier ROC AUC (drift report)
     schema_valid_rate: dict[str, float] = field(default_factory=dict)  # role -> rate at the gateway
@@ -57,12 +58,12 @@ def _off(name: str) -> TriggerResult:
 
 
 def _drift_trigger(name: str, limit: float | None, by_role: dict[str, float], found: Callable[[str, float], str],
-                   threshold: str | None) -> TriggerResult:
+                   threshold: str | None, note: str | None = None) -> TriggerResult:
     """A drift-report trigger: the worst role's value above `limit` fires; no report is not measured."""
     if limit is None or threshold is None:
         return _off(name)
     if not by_role:
-        return TriggerResult(name, False, False, "no drift report with enough rows", threshold)
+        return TriggerResult(name, False, False, note or "no drift report with enough rows", threshold)
     role, got = max(by_role.items(), key=lambda kv: kv[1])
     return TriggerResult(name, got > limit, True, found(role, got), threshold)
 
@@ -98,12 +99,12 @@ def evaluate_triggers(policy: TriggersBlock, inputs: TriggerInputs) -> list[Trig
     share = policy.max_unseen_share
     out.append(_drift_trigger("distribution_drift", share, inputs.unseen_share,
                               lambda role, got: f"{role}: {100 * got:.1f}% unseen (drift report {inputs.drift_day})",
-                              None if share is None else f"> {100 * share:.1f}% unseen"))
+                              None if share is None else f"> {100 * share:.1f}% unseen", inputs.drift_note))
     auc = policy.max_input_auc
     out.append(_drift_trigger("input_drift", auc, inputs.input_auc,
                               lambda role, got: f"{role}: today's inputs told from training's at AUC {got:.3f} "
                                                 f"(drift report {inputs.drift_day})",
-                              None if auc is None else f"> {auc:.2f} AUC"))
+                              None if auc is None else f"> {auc:.2f} AUC", inputs.drift_note))
 
     rows = policy.min_new_labelled_rows
     if rows is None:

@@ -6,15 +6,17 @@
   (`slm_platform.improvement`) and, when one fires, adds a version partition and launches
   `<domain>_version` (dataset -> baseline_eval -> adapter -> eval_report -> package) tagged with the
   triggers and their numbers. Over budget it defers; the deferral is an observation on
-  `<domain>/retrain`, as is every retrain it starts. At most one version run per domain at a time,
+  `<domain>/retrain`, as is every retrain it starts. It waits while a challenger is shadowed or
+  awaits approval (its verdict comes first). At most one version run per domain at a time,
   and the cursor keeps the evidence of the last decision, so the same evidence never starts a
   second run and turning the sensor back on after a pause starts at most one.
 - `<domain>_challenger` (sensor): a version packaged by a retrain run becomes the challenger, which
   the gateway shadows.
 - `<domain>_shadow` (sensor, every `improvement.shadow.interval_s`): judges the challenger again
   (`<domain>_shadow` job: `shadow_report[v]`) until the report is decided; then promotes it when
-  the shadow gates passed and `improvement.promotion` is auto, or holds it with the reason (failed
-  gates, or waiting for a human's approval).
+  the shadow gates passed and `improvement.promotion` is auto, rejects it when one failed (a
+  `reject` event with the failed gates: it leaves the challenger alias and is shadowed no more), or
+  holds it waiting for a human's approval.
 - `<domain>_demotion` (sensor, every `improvement.demotion.interval_s`): rolls a role's champion
   back when too many of its last calls at the gateway fell back (`improvement.demotion`), recording
   the verdict as the rollback's reason.
@@ -33,7 +35,9 @@ from slm_platform.improvement.decision import RetrainDecision
 from slm_platform.improvement.demotion import gateway_rows, judge_champion
 from slm_platform.improvement.inputs import training_runs
 from slm_platform.orchestration.partitions import next_version
-from slm_platform.orchestration.registry import ReleaseRefused, approve, promote, registry_state, rollback
+from slm_platform.orchestration.registry import (
+    ReleaseRefused, approve, promote, registry_state, reject, rollback,
+)
 from slm_platform.orchestration.resources import ArtifactStoreResource
 
 VERSION_KEYS = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
@@ -88,7 +92,9 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
         budget = check_budget(cfg.budget, training_runs(store, name), now)
         running = [r.run_id[:8] for r in context.instance.get_runs(
             dg.RunsFilter(tags={DOMAIN_TAG: name, KIND_TAG: "retrain"}, statuses=IN_PROGRESS))]
-        decision = decide_retrain(evaluate_triggers(cfg.triggers, inputs), budget, running=running)
+        challengers = list(registry_state(context.instance, name).awaiting_approval().values())
+        decision = decide_retrain(evaluate_triggers(cfg.triggers, inputs), budget, running=running,
+                                  challengers=challengers)
         signature = json.dumps([inputs.champion, inputs.drift_day, [t.name for t in decision.fired],
                                 decision.action])
         if decision.action == "wait" or signature == context.cursor:
@@ -133,12 +139,13 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
         step = next_shadow_step(store, name, waiting, cfg.promotion, judging=judging)
         if step.step == "judge":
             return dg.RunRequest(partition_key=step.version, tags={"slm/shadow": step.reason[:200]})
-        if step.step == "promote":
+        if step.step in ("promote", "reject"):  # approve: the challenger becomes champion; reject: it leaves
+            move, done = (approve, "promoted to champion") if step.step == "promote" else (reject, "rejected")
             try:
-                approve(context.instance, store, name, step.version, actor=f"sensor {name}_shadow", reason=step.reason)
+                move(context.instance, store, name, step.version, actor=f"sensor {name}_shadow", reason=step.reason)
             except ReleaseRefused as exc:
-                return dg.SkipReason(f"{step.version} not promoted: {'; '.join(exc.reasons)}")
-            return dg.SkipReason(f"{step.version} promoted to champion: {step.reason}")
+                return dg.SkipReason(f"{step.version} not {done.split()[0]}: {'; '.join(exc.reasons)}")
+            return dg.SkipReason(f"{step.version} {done}: {step.reason}")
         return dg.SkipReason(step.reason)
 
     @dg.sensor(name=f"{name}_demotion", minimum_interval_seconds=cfg.demotion.interval_s,

@@ -1,4 +1,4 @@
-"""Promote and roll back on the Dagster instance: the event log there, the pointer in the store.
+"""Promote, approve, reject and roll back on the Dagster instance: the event log there, the pointer in the store.
 
 Each alias move is an `AssetObservation` on `[<domain>, "release"]` (its metadata holds the
 `ReleaseEvent` as JSON plus readable fields), so the release history sits in the same instance
@@ -284,6 +284,18 @@ def promote(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, ver
     return [_move(instance, store, domain, decider(r)) for r in roles]
 
 
+def _challenged_roles(instance: dg.DagsterInstance, domain: str, version: str, role: str | None,
+                      what: str) -> list[str]:
+    """The roles (of `role`, or all) whose challenger is `version`; refused when there are none."""
+    waiting = registry_state(instance, domain).awaiting_approval()
+    roles = [r for r, v in waiting.items() if v == version and (role is None or r == role)]
+    if not roles:
+        shown = ", ".join(f"{r}: {v}" for r, v in waiting.items()) or "none"
+        raise ReleaseRefused(f"{what} {domain} {version}", [
+            f"{version} is not the challenger of {role or 'any role'} (awaiting approval: {shown})"])
+    return roles
+
+
 def approve(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, version: str, *,
             role: str | None = None, actor: str, reason: str) -> list[Moved]:
     """Make a waiting challenger the champion (the human step of `improvement.promotion: approval`).
@@ -291,14 +303,32 @@ def approve(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, ver
     Every check of `promote` applies again (package hash, gates, compared with the current champion).
     """
     reconcile(instance, store, domain)
-    waiting = registry_state(instance, domain).awaiting_approval()
-    roles = [r for r, v in waiting.items() if v == version and (role is None or r == role)]
-    if not roles:
-        shown = ", ".join(f"{r}: {v}" for r, v in waiting.items()) or "none"
-        raise ReleaseRefused(f"approve {domain} {version}", [
-            f"{version} is not the challenger of {role or 'any role'} (awaiting approval: {shown})"])
+    roles = _challenged_roles(instance, domain, version, role, "approve")
     return [m for r in roles for m in promote(instance, store, domain, version, role=r, actor=actor, reason=reason,
                                                action="approve")]
+
+
+def reject(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, version: str, *,
+           role: str | None = None, actor: str, reason: str) -> list[Moved]:
+    """Take `version` off the challenger alias for good (its shadow gates failed, or a human said no):
+    the gateway stops shadowing it, it can never be approved, and the event keeps the shadow evidence.
+    The package is not checked: a version that no longer verifies can always be rejected."""
+    reconcile(instance, store, domain)
+    roles = _challenged_roles(instance, domain, version, role, "reject")
+    evidence, _ = shadow_verdict(store, domain, version)
+
+    def decider(r: str) -> Callable[[RegistryState], ReleaseEvent]:
+        def decide(state: RegistryState) -> ReleaseEvent:
+            current = state.target(r, "challenger")
+            if current is None or current.version != version:
+                raise ReleaseRefused(f"reject {domain} {version}", [
+                    f"{version} is no longer the challenger of {r} (now: {current.version if current else 'none'})"])
+            return ReleaseEvent(domain=domain, role=r, alias="challenger", action="reject", from_version=version,
+                                to_version=version, actor=actor, reason=reason, package_rel=current.package_rel,
+                                package_hash=current.package_hash, evidence=evidence)
+        return decide
+
+    return [_move(instance, store, domain, decider(r)) for r in roles]
 
 
 def rollback(instance: dg.DagsterInstance, store: ArtifactStore, domain: str, *, role: str | None = None,

@@ -1,9 +1,9 @@
 """`[<domain>, "release"]` and the release jobs: the registry as the UI shows and drives it.
 
-The asset is never materialized: each promote, approve or rollback (`orchestration.registry`)
+The asset is never materialized: each promote, approve, reject or rollback (`orchestration.registry`)
 records one `AssetObservation` holding the event, then one holding the resulting state (champion,
 challenger awaiting approval, the history table), so the asset's page shows who serves and why.
-The jobs `<domain>_promote`, `<domain>_approve` and `<domain>_rollback` run the same functions as
+The jobs `<domain>_promote`, `<domain>_approve`, `<domain>_reject` and `<domain>_rollback` run the same functions as
 `slm registry` from the launchpad (version, reason, optional role / target in the run config).
 """
 
@@ -33,7 +33,8 @@ class PromoteConfig(dg.Config):
     actor: str | None = ACTOR
 
 
-class ApproveConfig(dg.Config):
+class ChallengerConfig(dg.Config):
+    """Approve or reject the challenger."""
     version: str = Field(description="the challenger awaiting approval, e.g. v0002")
     reason: str = REASON
     role: str | None = ROLE
@@ -74,8 +75,14 @@ def build_release_jobs(domain: Domain) -> list[dg.JobDefinition]:
             actor=who, reason=config.reason), config.actor)
 
     @dg.op(name=f"{name}_approve_op", tags=tags)
-    def approve_op(context: dg.OpExecutionContext, config: ApproveConfig, artifacts: ArtifactStoreResource) -> None:
+    def approve_op(context: dg.OpExecutionContext, config: ChallengerConfig, artifacts: ArtifactStoreResource) -> None:
         _run_move(context, f"approve {name} {config.version}", lambda who: reg.approve(
+            context.instance, artifacts.store(), name, config.version, role=config.role, actor=who,
+            reason=config.reason), config.actor)
+
+    @dg.op(name=f"{name}_reject_op", tags=tags)
+    def reject_op(context: dg.OpExecutionContext, config: ChallengerConfig, artifacts: ArtifactStoreResource) -> None:
+        _run_move(context, f"reject {name} {config.version}", lambda who: reg.reject(
             context.instance, artifacts.store(), name, config.version, role=config.role, actor=who,
             reason=config.reason), config.actor)
 
@@ -94,6 +101,7 @@ def build_release_jobs(domain: Domain) -> list[dg.JobDefinition]:
     return [job(promote_op, "promote", f"Point a {name} alias at a packaged version whose gates passed "
                                        "(refused otherwise). Run config: version, reason."),
             job(approve_op, "approve", f"Approve the {name} challenger awaiting approval: it becomes champion."),
+            job(reject_op, "reject", f"Reject the {name} challenger: it leaves the alias and is shadowed no more."),
             job(rollback_op, "rollback", f"Put an earlier {name} champion back: one event, one pointer write.")]
 
 
@@ -102,8 +110,9 @@ def build_release_assets(domain: Domain, *, common: dict[str, Any]) -> list[dg.A
     return [dg.AssetSpec(
         release_key(name), deps=[dg.AssetKey([name, "package"])], kinds={"registry"}, **common,
         metadata={"pointer": release_pointer_path(name)},
-        description=f"Which {name} package serves, per role (champion, challenger). Every promote, approve or "
-                    f"rollback is an observation here (alias, from, to, actor, reason, gate evidence, package "
+        description=f"Which {name} package serves, per role (champion, challenger). Every promote, approve, "
+                    f"reject or rollback is an observation here (alias, from, to, actor, reason, gate evidence, package "
                     f"hash), followed by one with the resulting champion and the history table; replaying the "
                     f"moves gives the pointer `{release_pointer_path(name)}`. Run the jobs {name}_promote, "
-                    f"{name}_approve, {name}_rollback, or `slm registry promote|approve|rollback|history {name}`.")]
+                    f"{name}_approve, {name}_reject, {name}_rollback, or "
+                    f"`slm registry promote|approve|reject|rollback|history {name}`.")]

@@ -1,6 +1,6 @@
 """Alias history: release events, and the registry state replayed from their log.
 
-Every alias move (promote, rollback) is one `ReleaseEvent` appended to a log that the Dagster
+Every alias move (promote, approve, rollback, reject) is one `ReleaseEvent` appended to a log that the Dagster
 instance keeps (see `orchestration/registry.py`). No lock guards the log: each event carries the
 version its actor saw (`from_version`, a compare-and-set expectation), and `replay` applies events
 in log order, marking an event whose expectation no longer holds as a `conflict` without effect.
@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Alias = Literal["champion", "challenger"]
-Action = Literal["promote", "approve", "rollback"]
+Action = Literal["promote", "approve", "rollback", "reject"]  # reject: the challenger alias is cleared
 ALIASES: tuple[Alias, ...] = ("champion", "challenger")
 
 
@@ -119,7 +119,9 @@ def apply(state: RegistryState, logged: LoggedEvent) -> Outcome:
     aliases = state.aliases.setdefault(e.role, {})
     found = aliases[e.alias].version if e.alias in aliases else None
     outcome = Outcome(logged, found == e.from_version, found)
-    if outcome.applied:
+    if outcome.applied and e.action == "reject":
+        aliases.pop(e.alias, None)  # the rejected version (to_version == from_version) holds the alias no more
+    elif outcome.applied:
         aliases[e.alias] = AliasTarget(e.to_version, e.package_rel, e.package_hash)
         other = "challenger" if e.alias == "champion" else "champion"
         if e.alias == "champion" and other in aliases and aliases[other].version == e.to_version:
@@ -188,6 +190,7 @@ class VersionState(str, Enum):
     challenger = "challenger"
     champion = "champion"
     retired = "retired"  # held an alias once, holds none now
+    rejected = "rejected"  # was the challenger and was rejected (its shadow gates failed, or a human said no)
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class VersionFacts:
 def version_states(state: RegistryState, facts: Mapping[str, VersionFacts]) -> dict[str, VersionState]:
     """Each version's state: an alias wins, then retirement, then the lineage facts."""
     ever = {o.logged.event.to_version for o in state.outcomes if o.applied}
+    last_move = {o.logged.event.to_version: o.logged.event.action for o in state.outcomes if o.applied}
     held = {alias: {t.version for a in state.aliases.values() for name, t in a.items() if name == alias}
             for alias in ALIASES}
     out: dict[str, VersionState] = {}
@@ -211,6 +215,8 @@ def version_states(state: RegistryState, facts: Mapping[str, VersionFacts]) -> d
             out[version] = VersionState.champion
         elif version in held["challenger"]:
             out[version] = VersionState.challenger
+        elif last_move.get(version) == "reject":
+            out[version] = VersionState.rejected
         elif version in ever:
             out[version] = VersionState.retired
         elif f.gates_passed is False:
