@@ -673,7 +673,8 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", help="rollback: an earlier champion (default: the previous one)")
     parser.add_argument("--alias", choices=["champion", "challenger"], default="champion",
                         help="promote: the alias to move (default: champion)")
-    parser.add_argument("--reason", help="why (recorded with the event; required by promote, approve, reject, rollback)")
+    parser.add_argument("--reason",
+                        help="why (recorded with the event; required by promote, approve, reject, rollback)")
     parser.add_argument("--at", help="history: what served at this time (ISO-8601; UTC when no zone is given)")
     parser.add_argument("--markdown", action="store_true",
                         help="history: a markdown table, oldest first (for a README or a ticket)")

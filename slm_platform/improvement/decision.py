@@ -4,6 +4,7 @@ still being shadowed or awaits approval: its verdict comes before another versio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +29,7 @@ class RetrainDecision:
 
 
 def decide_retrain(triggers: list[TriggerResult], budget: BudgetVerdict, *, running: list[str],
-                   challengers: list[str] = ()) -> RetrainDecision:
+                   challengers: Sequence[str] = ()) -> RetrainDecision:
     """`running`: version runs in progress; `challengers`: versions holding the challenger alias."""
     fired = [t for t in triggers if t.fired]
     if not fired:

@@ -41,6 +41,8 @@ from slm_platform.orchestration.registry import (
 from slm_platform.orchestration.resources import ArtifactStoreResource
 
 VERSION_KEYS = ("dataset", "baseline_eval", "adapter", "eval_report", "package")
+SHADOW_MOVES = {"promote": (approve, "not promoted", "promoted to champion"),  # step -> move, refused, done
+                "reject": (reject, "not rejected", "rejected")}
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 KIND_TAG, DOMAIN_TAG = "slm/kind", "slm/domain"
@@ -139,12 +141,12 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
         step = next_shadow_step(store, name, waiting, cfg.promotion, judging=judging)
         if step.step == "judge":
             return dg.RunRequest(partition_key=step.version, tags={"slm/shadow": step.reason[:200]})
-        if step.step in ("promote", "reject"):  # approve: the challenger becomes champion; reject: it leaves
-            move, done = (approve, "promoted to champion") if step.step == "promote" else (reject, "rejected")
+        if step.step in SHADOW_MOVES:  # approve: the challenger becomes champion; reject: it leaves the alias
+            move, refused, done = SHADOW_MOVES[step.step]
             try:
                 move(context.instance, store, name, step.version, actor=f"sensor {name}_shadow", reason=step.reason)
             except ReleaseRefused as exc:
-                return dg.SkipReason(f"{step.version} not {done.split()[0]}: {'; '.join(exc.reasons)}")
+                return dg.SkipReason(f"{step.version} {refused}: {'; '.join(exc.reasons)}")
             return dg.SkipReason(f"{step.version} {done}: {step.reason}")
         return dg.SkipReason(step.reason)
 

@@ -111,8 +111,8 @@ def build_release_assets(domain: Domain, *, common: dict[str, Any]) -> list[dg.A
         release_key(name), deps=[dg.AssetKey([name, "package"])], kinds={"registry"}, **common,
         metadata={"pointer": release_pointer_path(name)},
         description=f"Which {name} package serves, per role (champion, challenger). Every promote, approve, "
-                    f"reject or rollback is an observation here (alias, from, to, actor, reason, gate evidence, package "
-                    f"hash), followed by one with the resulting champion and the history table; replaying the "
+                    f"reject or rollback is an observation here (alias, from, to, actor, reason, gate evidence, "
+                    f"package hash), followed by one with the resulting champion and the history table; replaying the "
                     f"moves gives the pointer `{release_pointer_path(name)}`. Run the jobs {name}_promote, "
                     f"{name}_approve, {name}_reject, {name}_rollback, or "
                     f"`slm registry promote|approve|reject|rollback|history {name}`.")]
