@@ -423,8 +423,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(Markdown(_strip_images(str(report))))
         results.append(result)
     console.print(_summary_table(results))
+    console.print(_time_table(results))
     console.print(f"Dagster instance: {instance.root_directory} (open it with `make ui`)")
     return EXIT_OK if all(r.success for r in results) else EXIT_PROBLEMS
+
+
+def _time_table(results: list[Any]):
+    """Where each pass's time went: seconds per stage (its Dagster steps) and the share of the pass."""
+    from rich.table import Table
+
+    stages = list(dict.fromkeys(stage for r in results for stage, _, _ in r.time_shares()))
+    table = Table(title="slm run: where the time went (wall clock per stage, share of the pass)")
+    for col in ("domain", *stages, "pass"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for r in results:
+        spent = {stage: (s, share) for stage, s, share in r.time_shares()}
+        table.add_row(r.domain, *(f"{_minutes(spent[st][0])} ({100 * spent[st][1]:.0f}%)" if st in spent else "-"
+                                  for st in stages), _minutes(r.wall_s))
+    if len(results) > 1:
+        table.add_row("all", *(_minutes(sum(dict((st, s) for st, s, _ in r.time_shares()).get(stage, 0.0)
+                                            for r in results)) for stage in stages),
+                      _minutes(sum(r.wall_s for r in results)))
+    return table
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.1f}s"
 
 
 def _strip_images(markdown: str) -> str:

@@ -100,8 +100,12 @@ def test_token_budget_is_the_longest_answer_in_bytes_and_none_where_a_value_is_u
     assert token_budget({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 30}]}) == 2 + 4 * 30
     assert token_budget({"$defs": {"n": {"type": "boolean"}}, "type": "array", "items": {"$ref": "#/$defs/n"},
                          "maxItems": 1}) == 2 + 5
-    for unbounded in ({"type": "string", "format": "email"},  # xgrammar's email grammar has no length bound
-                      {"type": "object", "additionalProperties": {"type": "integer"}},  # any key
+    # keys an object does not name are bounded too: 16 of '"<64 characters>": <20-byte integer>, '
+    assert token_budget({"type": "object", "additionalProperties": {"type": "integer"}}) == 2 + 16 * (2 + 4 * 64 + 2 + 20
+                                                                                                      + 2)
+    assert token_budget({"type": "string", "format": "no-such-format"}) == 2 + 4 * 200  # a plain bounded string
+    for unbounded in ({"type": "string", "format": "duration"},  # xgrammar's own grammar, no length bound
+                      {"type": "object", "additionalProperties": True},  # values of any type
                       {},  # any value
                       {"$defs": {"t": {"type": "object", "properties": {"k": {"$ref": "#/$defs/t"}}}},
                        "$ref": "#/$defs/t"}):  # recursion
@@ -171,7 +175,7 @@ def test_guided_requests_run_until_the_grammar_closes_where_it_is_bounded_and_to
         return RoleContract(Role(id="r", kind="structured", system_prompt="x", output_schema="x.json"), "x", output_schema=schema)
 
     bounded_role = contract({"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]})
-    open_role = contract({"type": "object", "properties": {"k": {"type": "string", "format": "uri"}}})
+    open_role = contract({"type": "object", "properties": {"k": {"type": "string", "format": "duration"}}})
     (bounded_req,) = requests_for(bounded_role, [{"messages": [{"role": "user", "content": "hi"}]}], max_tokens=64)
     (open_req,) = requests_for(open_role, [{"messages": [{"role": "user", "content": "hi"}]}], max_tokens=64)
     (unguided,) = requests_for(bounded_role, [{"messages": [{"role": "user", "content": "hi"}]}], max_tokens=64,
@@ -206,3 +210,41 @@ def test_lengths_beside_a_pattern_go_into_the_pattern_and_required_keys_are_alwa
     loose = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "b"]}
     grammar = schema_grammar(loose)
     assert accepts(grammar, '{"a": 1, "b": [true]}') and not accepts(grammar, '{"a": 1}')
+
+
+FORMAT_EXAMPLES = {
+    "date": ["2026-12-01"], "time": ["23:59:59Z", "08:30:00.123456+05:30"],
+    "date-time": ["2026-12-01T08:30:00Z", "2026-12-01T08:30:00.5-07:00"],
+    "email": ["a.b+c@example.co.uk", "x@y.io"], "hostname": ["api.example.com", "localhost"],
+    "uri": ["https://example.com/a/b-c/d.json", "http://localhost"], "uri-reference": ["http://a.b/c"],
+    "uuid": ["123e4567-e89b-12d3-a456-426614174000"], "ipv4": ["255.255.0.1", "10.0.0.1"],
+    "ipv6": ["2001:db8:0:0:0:0:2:1"],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMAT_EXAMPLES))
+def test_a_string_format_decodes_through_a_bounded_pattern_whose_matches_are_in_the_format(fmt):
+    """xgrammar's own grammars for these formats repeat without bound (an email's local part, a
+    date-time's fraction of a second): a 135M model looped in them until max_tokens on JSONSchemaBench.
+    The bounded pattern admits typical values, refuses what the format refuses, compiles against a
+    vocabulary, and gives the schema a token budget; the format keyword still validates."""
+    import jsonschema
+    import xgrammar
+
+    from slm_platform.domain.grammar import FORMAT_PATTERNS, token_budget
+
+    schema = {"type": "object", "properties": {"v": {"type": "string", "format": fmt}}, "required": ["v"]}
+    grammar = schema_grammar(schema)
+    info = xgrammar.TokenizerInfo([chr(c) for c in range(32, 127)] + ["</s>"], stop_token_ids=[95])
+    xgrammar.GrammarCompiler(info).compile_grammar(grammar)
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    for value in FORMAT_EXAMPLES[fmt]:
+        assert accepts(grammar, json.dumps({"v": value})), value
+        jsonschema.Draft202012Validator(schema, format_checker=checker).validate({"v": value})
+    for wrong in ("", "x" * 600, "2026-13-01", "not an email", "no scheme here", "1.2.3", "2026-12-01T08:30:00.1234567Z"):
+        if not (fmt == "hostname" and wrong in ("2026-13-01", "1.2.3")):  # both are host names
+            assert not accepts(grammar, json.dumps({"v": wrong})), wrong
+    assert token_budget(schema) is not None
+    # a schema that bounds the string itself keeps xgrammar's format grammar (and no budget is claimed)
+    assert token_budget({"type": "string", "format": fmt, "maxLength": 40}) is None
+    assert FORMAT_PATTERNS[fmt].startswith("^") and FORMAT_PATTERNS[fmt].endswith("$")

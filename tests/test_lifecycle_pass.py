@@ -72,6 +72,12 @@ def test_lifecycle_pass_to_eval_report_on_sqlite_instance(tmp_path: Path, monkey
     assert result.stages == ["dataset", "baseline_eval", "adapter", "eval_report"]
     assert set(result.metadata) >= {"dataset", "baseline_eval", "adapter", "eval_report"}, result.metadata.keys()
     assert result.version == "v0001"
+    # where the time went: every stage's Dagster step timed, in graph order, inside the pass's wall clock
+    assert list(result.seconds) == ["captured_traffic", "base_model", "dataset", "baseline_eval", "adapter",
+                                    "eval_report"], result.seconds
+    assert all(s > 0 for s in result.seconds.values()) and sum(result.seconds.values()) <= result.wall_s
+    shares = result.time_shares()
+    assert [row[0] for row in shares][-1] == "other" and abs(sum(row[2] for row in shares) - 1.0) < 1e-6
     md = result.metadata["baseline_eval"]
     candidate = cfg.model.candidates[0]
     assert md["chosen_base"] == candidate

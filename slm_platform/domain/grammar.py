@@ -12,9 +12,12 @@ With whitespace fixed, what is left for a small model to loop in is an unbounded
 or an array, that repeats until `max_tokens` (measured on BFCL simple_python with the base model:
 all 15 invalid answers of 400 were such loops). The grammar therefore bounds what the schema left
 unbounded, `GUIDED_MAX_STRING_CHARS` per string, `GUIDED_MAX_ITEMS` per array and
-`GUIDED_MAX_PROPERTIES` per free-form object (one that admits keys it does not name), never
-loosening a bound the schema sets. Anything inside those bounds is valid under the schema; validation still
-uses the schema itself.
+`GUIDED_MAX_PROPERTIES` per free-form object (one that admits keys it does not name) and
+`GUIDED_MAX_KEY_CHARS` per key it does not name, never loosening a bound the schema sets. A string
+format xgrammar writes with unbounded repetitions (an email, a URI, a date-time's fraction of a
+second) is decoded through `FORMAT_PATTERNS`, a bounded regex whose every match is valid in that
+format; a format xgrammar does not know is a string under the same length bound. Anything inside
+those bounds is valid under the schema; validation still uses the schema itself.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ import json
 import re
 from typing import Any
 
+# the formats xgrammar writes its own grammar for; any other it decodes as a plain (bounded) string
+from slm_platform.domain.enforceable import ENFORCED_FORMATS
+
 
 GUIDED_MAX_STRING_CHARS = 200  # a longer free-text argument is rare in a structured answer or a tool call
 GUIDED_MAX_ITEMS = 16  # items per array the schema leaves unbounded
 GUIDED_MAX_PROPERTIES = 16  # keys per object that admits keys it does not name (a BFCL `dict` argument)
+GUIDED_MAX_KEY_CHARS = 64  # characters per key such an object's schema does not name
 # Digits of a number the schema gives no range (a range has its own, shorter grammar): enough for any
 # int64 and any double written in full, not enough to loop "0.000000000..." until max_tokens.
 GUIDED_MAX_INTEGER_DIGITS = 19
@@ -38,6 +45,30 @@ JSON_CHAR_MAX_BYTES = 6  # a character a pattern admits may come as a six-byte J
 # xgrammar 0.2.8's compiler fails a check on `[a-f]{1,129}` and above (found on JSONSchemaBench)
 PATTERN_MAX_REPEAT = 100
 PATTERN_UNBOUNDED = 65535  # a regex width this large comes from an unbounded repetition
+
+# A bounded regex per string format, each match valid in that format (a subset of it: a URI with an
+# authority, an email with a dotted domain). Decoding uses it in place of xgrammar's own format
+# grammar, whose repetitions are unbounded (a date-time's seconds fraction, an email's local part),
+# so such a string closes and its schema has a token budget. Validation still checks the format.
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
+_HOST = rf"{_LABEL}(\.{_LABEL}){{0,3}}"
+# an http(s) URL: a richer URI grammar (any scheme, port, query, fragment) took 7-30 s to compile
+# against SmolLM2's vocabulary; this one takes 0.8 s (xgrammar precomputes a token mask per state)
+_URI = rf"https?://{_HOST}(/[A-Za-z0-9._~%/-]{{0,64}})?"
+FORMAT_PATTERNS = {
+    "date": f"^{_DATE}$",
+    "time": f"^{_TIME}$",
+    "date-time": f"^{_DATE}T{_TIME}$",
+    "email": rf"^[A-Za-z0-9_+-]{{1,32}}(\.[A-Za-z0-9_+-]{{1,32}}){{0,3}}@{_LABEL}(\.{_LABEL}){{1,3}}$",
+    "hostname": f"^{_HOST}$",
+    "uri": f"^{_URI}$",
+    "uri-reference": f"^{_URI}$",  # an absolute URI is a URI reference
+    "uuid": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "ipv4": r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$",
+    "ipv6": r"^([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}$",
+}
 
 
 def bounded(schema: Any) -> Any:
@@ -51,6 +82,9 @@ def bounded(schema: Any) -> Any:
            for k, v in schema.items()}
     if isinstance(out.get("patternProperties"), dict):  # its keys are patterns too
         out["patternProperties"] = {bounded_pattern(k): v for k, v in out["patternProperties"].items()}
+    if (_is_type(out, "string") and out.get("format") in FORMAT_PATTERNS and "pattern" not in out
+            and "minLength" not in out and "maxLength" not in out):
+        out["pattern"] = FORMAT_PATTERNS[out.pop("format")]  # bounded, and every match is in the format
     if isinstance(out.get("pattern"), str) and "format" not in out:
         # xgrammar ignores minLength/maxLength beside a pattern: put them into the pattern where it can
         out["pattern"] = bounded_pattern(_pattern_of_length(out["pattern"], out.get("minLength"), out.get("maxLength")))
@@ -72,6 +106,8 @@ def bounded(schema: Any) -> Any:
         # strict decoding closes an object that names its properties; one that names none is free-form
         out["maxProperties"] = min(int(out.get("maxProperties", GUIDED_MAX_PROPERTIES)), GUIDED_MAX_PROPERTIES)
         out["maxProperties"] = max(out["maxProperties"], len(out.get("required") or []))
+        if "propertyNames" not in out and "patternProperties" not in out:  # a key is a string: bound it too
+            out["propertyNames"] = {"maxLength": GUIDED_MAX_KEY_CHARS}
     if _is_type(out, "array"):
         out["maxItems"] = min(int(out.get("maxItems", GUIDED_MAX_ITEMS)), GUIDED_MAX_ITEMS)
         if int(out.get("minItems", 0)) > out["maxItems"]:  # the schema demands more: keep its own
@@ -126,8 +162,8 @@ def _max_bytes(node: Any, root: Any, refs: tuple[str, ...]) -> int | None:
         if "pattern" in node and "format" not in node:
             chars = _pattern_max_chars(node["pattern"])
             return None if chars is None else 2 + JSON_CHAR_MAX_BYTES * chars
-        if "format" in node or "maxLength" not in node:
-            return None
+        if node.get("format") in ENFORCED_FORMATS or "maxLength" not in node:
+            return None  # xgrammar's own format grammar (FORMAT_PATTERNS replaced the ones we bound)
         return 2 + UTF8_MAX_BYTES * int(node["maxLength"])
     if types in ("integer", "number"):
         ranged = [len(json.dumps(node[k])) + 8 for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -142,14 +178,22 @@ def _max_bytes(node: Any, root: Any, refs: tuple[str, ...]) -> int | None:
         return 4
     if types == "object":
         extra = node.get("additionalProperties", False)
-        if extra is not False and node.get("maxProperties", 1) > 0:
-            return None  # keys it does not name: a key is any string
         props = node.get("properties") or {}
         sizes = [_max_bytes(v, root, refs) for v in props.values()]
         if None in sizes:
             return None
         keys = sum(_json_bytes(k) + 2 for k in props)  # '"key": '
-        return 2 + keys + sum(s for s in sizes if s is not None) + 2 * max(0, len(props) - 1)
+        named = 2 + keys + sum(s for s in sizes if s is not None) + 2 * max(0, len(props) - 1)
+        if extra is False or node.get("maxProperties", 1) == 0:
+            return named
+        key_chars = (node.get("propertyNames") or {}).get("maxLength") if isinstance(node.get("propertyNames"),
+                                                                                      dict) else None
+        value = _max_bytes({} if extra is True else extra, root, refs)
+        if key_chars is None or value is None:
+            return None  # keys it does not name are any string, or their values are unbounded
+        # every key the object may hold beyond the named ones: '"key": value, '
+        return named + int(node.get("maxProperties", GUIDED_MAX_PROPERTIES)) * (
+            2 + UTF8_MAX_BYTES * int(key_chars) + 2 + value + 2)
     if types == "array":
         prefix = [_max_bytes(v, root, refs) for v in node.get("prefixItems") or []]
         items = node.get("items", {} if not prefix else False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ class PassResult:
     baseline: EvalReport | None = None  # the published reports, read back typed (None: not reached)
     candidate: EvalReport | None = None
     release: str | None = None  # what became of a packaged version: champion, challenger, or refused (why)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds its steps ran, in graph order
+    wall_s: float = 0.0  # the whole pass, capture to release
+
+    def time_shares(self) -> list[tuple[str, float, float]]:
+        """(stage, seconds, share of the pass) in graph order, plus "other" (Dagster, release, cards)."""
+        rows = [(stage, s, s / self.wall_s if self.wall_s else 0.0) for stage, s in self.seconds.items()]
+        other = max(0.0, self.wall_s - sum(self.seconds.values()))
+        return [*rows, ("other", other, other / self.wall_s if self.wall_s else 0.0)]
 
     @property
     def card(self) -> str:
@@ -77,6 +86,22 @@ def simulate_inbox(domain: Domain, day: str, n: int | None = None) -> Path | Non
     return target
 
 
+def step_seconds(instance: dg.DagsterInstance, run_id: str, domain: str) -> dict[str, float]:
+    """Seconds each of the run's asset steps ran (its checks included), by stage name.
+
+    An asset's checks are its own `check_specs`, so one asset is one step, keyed by the asset key's
+    Python identifier (`support_triage__dataset`).
+    """
+    out: dict[str, float] = {}
+    for stats in instance.get_run_step_stats(run_id):
+        if stats.start_time is None or stats.end_time is None:
+            continue
+        prefix = dg.AssetKey([domain, ""]).to_python_identifier()
+        stage = stats.step_key.removeprefix(prefix) if stats.step_key.startswith(prefix) else stats.step_key
+        out[stage] = out.get(stage, 0.0) + stats.end_time - stats.start_time
+    return out
+
+
 def _values(metadata: Any) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
@@ -86,6 +111,7 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     """Capture today's traffic, build a new version and take it as far as `until`."""
     if until not in VERSION_STAGES:
         raise ValueError(f"until must be one of {VERSION_STAGES}, found {until!r}")
+    started = time.perf_counter()
     day = day or today()
     simulate_inbox(domain, day, simulate)
     defs = build_domain_defs(domain)
@@ -100,17 +126,21 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
 
     log(f"[{domain.name}] capture day {day}")
     capture = materialize(["captured_traffic"], day)
-    ok = capture.success
+    runs = [capture]
     stages = list(VERSION_STAGES[: VERSION_STAGES.index(until) + 1])
     if "baseline_eval" in stages:
         for key in candidates_partitions(domain).get_partition_keys():
             log(f"[{domain.name}] base model {key}")
-            ok = materialize(["base_model"], key).success and ok
+            runs.append(materialize(["base_model"], key))
     version = next_version(instance, domain.name)
     instance.add_dynamic_partitions(versions_partitions(domain.name).name, [version])
     log(f"[{domain.name}] candidate version {version}: {' -> '.join(stages)}")
     result = materialize(stages, version)
-    out = PassResult(domain.name, version, ok and result.success, stages=stages)
+    runs.append(result)
+    out = PassResult(domain.name, version, all(r.success for r in runs), stages=stages)
+    for run in runs:
+        for stage, seconds in step_seconds(instance, run.run_id, domain.name).items():
+            out.seconds[stage] = out.seconds.get(stage, 0.0) + seconds
     for run in (capture, result):
         for event in run.get_asset_materialization_events():
             out.metadata[event.asset_key.path[-1]] = _values(event.materialization.metadata)
@@ -122,6 +152,7 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     if "package" in out.metadata and out.success:
         out.release = release_version(domain, instance, store, version)
         log(f"[{domain.name}] {version}: {out.release}")
+    out.wall_s = time.perf_counter() - started
     return out
 
 
