@@ -429,21 +429,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _time_table(results: list[Any]):
-    """Where each pass's time went: seconds per stage (its Dagster steps) and the share of the pass."""
+    """Where each pass's time went: one row per stage (its Dagster step), a column per domain with the
+    seconds and their share of that pass; stages down the side so it reads in an 80-column terminal."""
     from rich.table import Table
 
     stages = list(dict.fromkeys(stage for r in results for stage, _, _ in r.time_shares()))
-    table = Table(title="slm run: where the time went (wall clock per stage, share of the pass)")
-    for col in ("domain", *stages, "pass"):
-        table.add_column(col, justify="left" if col == "domain" else "right")
+    spent = [{stage: (s, share) for stage, s, share in r.time_shares()} for r in results]
+    table = Table(title="where the time went (per stage, share of the pass)")
+    table.add_column("stage")
     for r in results:
-        spent = {stage: (s, share) for stage, s, share in r.time_shares()}
-        table.add_row(r.domain, *(f"{_minutes(spent[st][0])} ({100 * spent[st][1]:.0f}%)" if st in spent else "-"
-                                  for st in stages), _minutes(r.wall_s))
+        table.add_column(r.domain, justify="right")
     if len(results) > 1:
-        table.add_row("all", *(_minutes(sum(dict((st, s) for st, s, _ in r.time_shares()).get(stage, 0.0)
-                                            for r in results)) for stage in stages),
-                      _minutes(sum(r.wall_s for r in results)))
+        table.add_column("all", justify="right")
+    for stage in stages:
+        cells = [f"{_minutes(d[stage][0])} ({100 * d[stage][1]:.0f}%)" if stage in d else "-" for d in spent]
+        total = [_minutes(sum(d[stage][0] for d in spent if stage in d))] if len(results) > 1 else []
+        table.add_row(stage, *cells, *total)
+    table.add_row("pass", *(_minutes(r.wall_s) for r in results),
+                  *([_minutes(sum(r.wall_s for r in results))] if len(results) > 1 else []))
     return table
 
 

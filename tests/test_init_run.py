@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def test_a_domain_scaffolded_from_a_call_log_runs_through_release(tmp_path: Path
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     assert "challenger of triage, awaiting approval: slm registry approve helpdesk v0001" in out, out[-4000:]
-    assert "where the time went" in out and "adapter" in out.split("where the time went")[1], out[-4000:]
+    timing = out.split("where the time went")[-1]  # one row per stage, every stage timed
+    assert all(re.search(rf"{stage}\s.*\d+(\.\d)?m?\d*s? \(\d+%\)", timing) for stage in
+               ("captured_traffic", "dataset", "baseline_eval", "adapter", "eval_report", "package")), out[-4000:]
 
     from slm_platform.artifacts import ArtifactStore
     from slm_platform.evals.report import REPORT_FILE, EvalReport
