@@ -92,13 +92,12 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str, domain: str) -> dict
     An asset's checks are its own `check_specs`, so one asset is one step, keyed by the asset key's
     Python identifier (`support_triage__dataset`).
     """
+    prefix = dg.AssetKey([domain, ""]).to_python_identifier()
     out: dict[str, float] = {}
     for stats in instance.get_run_step_stats(run_id):
-        if stats.start_time is None or stats.end_time is None:
-            continue
-        prefix = dg.AssetKey([domain, ""]).to_python_identifier()
-        stage = stats.step_key.removeprefix(prefix) if stats.step_key.startswith(prefix) else stats.step_key
-        out[stage] = out.get(stage, 0.0) + stats.end_time - stats.start_time
+        if stats.start_time is not None and stats.end_time is not None:
+            stage = stats.step_key.removeprefix(prefix)
+            out[stage] = out.get(stage, 0.0) + stats.end_time - stats.start_time
     return out
 
 
