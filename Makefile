@@ -16,8 +16,8 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q --no-install-recommends chromium \
-	      || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; \
+	    apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends chromium \
+	      || { apt-get update -q -o DPkg::Lock::Timeout=600 && apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends chromium; }; \
 	  else \
 	    echo "NOTE: /usr/bin/chromium is missing: run 'sudo apt-get install --no-install-recommends chromium'"; \
 	    echo "      (the Dagster UI test in tests/test_simulated_week.py skips without it)"; \
