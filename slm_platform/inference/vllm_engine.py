@@ -263,6 +263,23 @@ def _parent_death_signal() -> Any:
     return preexec
 
 
+def _server_preexec() -> Any:
+    """The server's preexec_fn: the default action for SIGTERM, SIGINT and SIGHUP, none blocked,
+    whatever this process ignores or blocks (a disposition and a thread's signal mask survive exec: a
+    server started while SIGTERM is blocked would take `stop`'s SIGTERM only as the SIGKILL after the
+    grace period); and from the main thread, the parent-death signal."""
+    death = _parent_death_signal()
+
+    def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        for sig in _FATAL_BY_DEFAULT:
+            signal.signal(sig, signal.SIG_DFL)
+        if death is not None:
+            death()
+
+    return preexec
+
+
 def group_members(pgid: int) -> list[int]:
     """Pids of the live (non-zombie) processes in process group `pgid`. Zombies are left out: they
     hold no CPU, and where PID 1 does not reap, an orphan's zombie stays in the group for good."""
@@ -516,7 +533,7 @@ class VLLMServer:
         self._owner_pid = os.getpid()
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=self.environment(), start_new_session=True, preexec_fn=_parent_death_signal())
+            env=self.environment(), start_new_session=True, preexec_fn=_server_preexec())
         _LIVE.add(self)
         try:
             self.watchdog = _start_watchdog(self.proc.pid, self._log_file, self.python)
