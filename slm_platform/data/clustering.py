@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from slm_platform.config.models import ClusteringBlock
@@ -53,7 +51,7 @@ class Clusterer:
         self.cfg = cfg or ClusteringBlock()
         self.max_features = max_features
         self.k = 0  # effective number of clusters, known after fit
-        self.vectorizer: TfidfVectorizer | None = None
+        self.vectorizer: Any = None  # sklearn's TfidfVectorizer once fitted
         self.centers: np.ndarray | None = None  # (k, n_features) float32
         self._center_sq: np.ndarray | None = None
         self._sizes = np.zeros(0, dtype=np.int64)
@@ -74,6 +72,10 @@ class Clusterer:
         if not self.cfg.enabled or not texts:
             self._reset_sizes(np.array([len(texts)]))
             return self
+
+        # sklearn is imported here, not with the module: every Dagster process loads this one (~3 s)
+        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.feature_extraction.text import TfidfVectorizer
 
         vec = TfidfVectorizer(
             ngram_range=(1, 2),
@@ -138,6 +140,8 @@ class Clusterer:
         1-2-grams), then ``1 + log(tf)`` times idf, l2-normalized rows. The tests check equality with
         the vectorizer's own transform.
         """
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
         assert self.vectorizer is not None and self._idf is not None
         vocab_get = self.vectorizer.vocabulary_.get
         stop = ENGLISH_STOP_WORDS

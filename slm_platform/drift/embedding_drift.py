@@ -22,10 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
 from slm_platform.drift.report import AUC_THRESHOLD, CENTROID_THRESHOLD, NOVELTY_PERCENTILE, EmbeddingDrift, Measure
@@ -54,6 +50,10 @@ def auc_chance_bound(n_ref: int, n_cur: int) -> float:
 def classifier_auc(ref: np.ndarray, cur: np.ndarray) -> float:
     X = np.vstack([ref, cur])
     y = np.r_[np.zeros(len(ref)), np.ones(len(cur))]
+    from sklearn.linear_model import LogisticRegression  # here, not at import: every Dagster process
+    from sklearn.metrics import roc_auc_score  # (code server, step worker) loads this module, and
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # sklearn is ~3 s of it
+
     clf = LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced")
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
     scores = cross_val_predict(clf, X, y, cv=folds, method="decision_function")
@@ -76,6 +76,8 @@ def centroid_distance(ref: np.ndarray, cur: np.ndarray, rng: np.random.Generator
 
 
 def _fit_centroids(X: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
     km = KMeans(n_clusters=k, n_init=3, random_state=SEED).fit(X)
     c = km.cluster_centers_
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
@@ -90,6 +92,8 @@ def _nearest(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def compare_embeddings(ref: np.ndarray, cur: np.ndarray, rng: np.random.Generator) -> EmbeddingComparison:
     """Every embedding measure of one role; both sides must hold at least MIN_ROWS rows (checked by the caller)."""
+    from sklearn.model_selection import KFold
+
     n_ref, n_cur = len(ref), len(cur)
     # one thread: as fast on 2 busy cores and reproducible (as data.clustering does)
     with threadpool_limits(limits=1):
