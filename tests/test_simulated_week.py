@@ -10,15 +10,18 @@ real gateway (`slm serve`) in front of the session's real vLLM CPU server, and a
   ingests the day (`improvement.capture_day: current`) and its drift report, the retrain sensor
   fires on the inputs' drift with its numbers, v0002 trains (warm start from v0001), passes its
   gates and is packaged, and the challenger sensor makes it the challenger.
-- A deliberately bad challenger: v0002's adapter answers garbage at vLLM (a proxy between the
-  gateway and vLLM), so every shadowed answer is invalid; the shadow sensor judges the pairs and
-  rejects it (a `reject` event with the failed gate), and the gateway stops shadowing it.
-- Reviewers label 60 tickets (a file in the capture inbox); the schedule ingests them, the retrain
-  sensor fires on the new labels, v0003 trains, shadows cleanly and is promoted by the shadow sensor.
-- The promoted champion's adapter then fails at vLLM (the proxy answers HTTP 500 for it): every
-  call falls back to the oracle, and the demotion sensor rolls it back to v0001 with the verdict.
-- The budget (three training runs a week) is spent: the retrain sensor defers, recorded on
-  `<domain>/retrain`.
+- The champion answers and v0002 is shadowed on the same requests; it shadows cleanly and the shadow
+  sensor promotes it, the gates as evidence.
+- The promoted champion's adapter then fails at vLLM (a proxy between the gateway and vLLM answers
+  HTTP 500 for it): every call falls back to the oracle, and the demotion sensor rolls it back to
+  v0001 with the verdict.
+- v0001 serves again, so the day's drift counts again and the trigger fires; the budget (two training
+  runs a week) is spent: the retrain sensor defers, recorded on `<domain>/retrain`.
+
+One retrain, so the week fits CI on 2 slow cores (it ran ~37 minutes with a second one). What the
+daemon no longer drives here is tested on a real instance with the sensors evaluated directly: a
+challenger that fails its shadow gates is rejected (tests/test_shadow_report.py), reviewers' labels
+start a retrain (tests/test_improvement.py).
 
 The asserts read the registry history (the `<domain>/release` observations) and the retrain
 observations, not logs. Evals run on the transformers engine in the run's own process (no second
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import os
 import shutil
 import subprocess
@@ -69,9 +71,8 @@ LOOP = {  # the knobs the week runs with: a tiny recipe and a loop that decides 
         "retrain_interval_s": 30,
         # only the inputs' drift may start the retrain: at drift 1.0 a MiniLM classifier tells 60 gateway
         # tickets from training's at AUC ~0.78 (0.777 measured); 0.65 keeps sampling noise from deciding
-        # and, later in the week, reviewers' labels: 60 reviewed tickets start the third training run
         "triggers": {"max_input_auc": 0.65, "min_new_labelled_rows": 40},
-        "budget": {"period_days": 7, "max_training_runs": 3},
+        "budget": {"period_days": 7, "max_training_runs": 2},
         "warm_start": {"max_steps": 4, "lr": 1.0e-5},
         "shadow": {"min_pairs": 20, "min_agreement": 0.6, "latency_tolerance": 1.0, "interval_s": 30},
         "demotion": {"window": 10, "max_error_rate": 0.2, "interval_s": 10},
@@ -238,9 +239,7 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
     # gateway turns record no simulator slices: those keys are not measured, and nothing is "unseen"
     assert "| distribution_drift | ok |" in started[0]["triggers"], started[0]
 
-    # v0002 trains, passes its gates, is packaged and becomes the challenger; its adapter answers garbage at vLLM
-    # (the proxy), so every shadowed answer is invalid: the shadow sensor rejects it with the failed gate
-    proxy.broken_prefix, proxy.mode = f"{DOMAIN}--v0002--", "garbage"
+    # v0002 trains (warm start from v0001), passes its gates, is packaged and becomes the challenger
     wait_for("v0002 to become the challenger",
              lambda: any(e.alias == "challenger" and e.to_version == "v0002" for e in _events(instance)), 900, logs)
     wait_for("the gateway to load the challenger",
@@ -249,43 +248,12 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS], runs
     assert runs[0].tags["slm/trigger"] == "input_drift", runs[0].tags
 
-    answered = _send(gateway, _tickets(domain, 24, seed=14, drift=1.0))
-    assert {a["version"] for a in answered} == {"v0001"}  # the challenger answers nobody
-    rejected = wait_for("the shadow sensor to reject v0002",
-                        lambda: [e for e in _events(instance) if e.action == "reject"], 420, logs)
-    assert (rejected[0].alias, rejected[0].to_version, rejected[0].actor) == (
-        "challenger", "v0002", f"sensor {DOMAIN}_shadow"), rejected[0]
-    assert "shadow_validity" in rejected[0].reason, rejected[0].reason
-    assert rejected[0].evidence["shadow_validity"].startswith("failed"), rejected[0].evidence
-    wait_for("the gateway to stop shadowing v0002",
-             lambda: gateway.readyz()["routes"][f"{DOMAIN}/{ROLE}"].get("challenger") is None, 60, logs, 0.5)
-    proxy.mode = "forward"
-
-    # reviewers label 60 of the day's tickets (a file in the capture inbox); the schedule ingests them and
-    # the retrain sensor fires on the new labels: v0003 trains, shadows cleanly and is promoted
-    reviewed = domain.simulator().simulate(60, seed=15, drift=0.5)
-    inbox = week["home"] / "inbox" / DOMAIN / f"date={today}"
-    inbox.mkdir(parents=True, exist_ok=True)
-    (inbox / "reviewed-by-support.jsonl").write_text("".join(
-        json.dumps({**t, "labels": {"gold": t["labels"]["capture"]}}) + "\n" for t in reviewed))
-    seen = len(instance.fetch_materializations(drift_key, limit=100).records)
-    toggle("schedule", "start", f"{DOMAIN}_daily_capture")
-    wait_for("the schedule to ingest the reviewed tickets",
-             lambda: len(instance.fetch_materializations(drift_key, limit=100).records) > seen, 420, logs)
-    toggle("schedule", "stop", f"{DOMAIN}_daily_capture")
-    started = wait_for("the retrain sensor to start v0003",
-                       lambda: [o for o in _retrain_observations(instance)
-                                if o["action"] == "retrain" and o["version"] == "v0003"], 300, logs)
-    assert "new_labelled_rows" in started[0]["reason"], started[0]
-    assert "| new_labelled_rows | FIRED | 60 truth-labelled rows" in started[0]["triggers"], started[0]
-    wait_for("v0003 to become the challenger",
-             lambda: any(e.alias == "challenger" and e.to_version == "v0003" for e in _events(instance)), 900, logs)
-    wait_for("the gateway to load the challenger",
-             lambda: gateway.readyz()["routes"][f"{DOMAIN}/{ROLE}"].get("challenger") == "v0003", 60, logs, 0.5)
+    # the champion answers, the challenger is shadowed on the same requests; it shadows cleanly and the
+    # shadow sensor promotes it with the gates as evidence
     answered = _send(gateway, _tickets(domain, 30, seed=12, drift=1.0))
-    assert {a["version"] for a in answered} == {"v0001"}
-    promoted = wait_for("the shadow sensor to promote v0003",
-                        lambda: [e for e in _events(instance) if e.action == "approve" and e.to_version == "v0003"],
+    assert {a["version"] for a in answered} == {"v0001"}  # the challenger answers nobody
+    promoted = wait_for("the shadow sensor to promote v0002",
+                        lambda: [e for e in _events(instance) if e.action == "approve" and e.to_version == "v0002"],
                         420, logs)
     assert promoted[0].actor == f"sensor {DOMAIN}_shadow", promoted[0]
     evidence = promoted[0].evidence
@@ -294,34 +262,34 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
     assert all(v.startswith("passed") for k, v in evidence.items() if k.startswith("shadow_")), evidence
     assert "tokens per request vs champion" in evidence["shadow_cost"], evidence  # vLLM's usage, both sides
 
-    # the new champion's adapter starts failing at vLLM: every call falls back, and it is rolled back
-    wait_for("the gateway to serve v0003",
-             lambda: gateway.readyz()["routes"][f"{DOMAIN}/{ROLE}"]["champion"] == "v0003", 60, logs, 0.5)
-    proxy.broken_prefix, proxy.mode = f"{DOMAIN}--v0003--", "error"
+    # the new champion's adapter starts failing at vLLM (the proxy answers HTTP 500 for it): every call
+    # falls back, and it is rolled back
+    wait_for("the gateway to serve v0002",
+             lambda: gateway.readyz()["routes"][f"{DOMAIN}/{ROLE}"]["champion"] == "v0002", 60, logs, 0.5)
+    proxy.broken_prefix, proxy.mode = f"{DOMAIN}--v0002--", "error"
     answered = _send(gateway, _tickets(domain, 12, seed=13, drift=0.0))
     assert {a["route"] for a in answered} == {"oracle"}, answered  # the application still got its answers
-    rolled = wait_for("the demotion sensor to roll v0003 back",
+    rolled = wait_for("the demotion sensor to roll v0002 back",
                       lambda: [e for e in _events(instance) if e.action == "rollback"], 240, logs)
     assert rolled[0].to_version == "v0001" and rolled[0].actor == f"sensor {DOMAIN}_demotion", rolled[0]
-    assert "demoted" in rolled[0].reason and "v0003" in rolled[0].reason, rolled[0].reason
+    assert "demoted" in rolled[0].reason and "v0002" in rolled[0].reason, rolled[0].reason
     proxy.mode = "forward"
 
-    # three training runs this week (v0001, v0002, v0003): the triggers still fire, and the retrain is deferred
+    # v0001 serves again, so the day's drift (measured against v0001's training data) counts again and the
+    # trigger fires; two training runs this week (v0001, v0002) spend the budget: the retrain is deferred
     deferred = wait_for("the retrain sensor to defer over budget",
                         lambda: [o for o in _retrain_observations(instance) if o["action"] == "defer"], 240, logs)
-    assert "budget" in deferred[0]["reason"].lower() or "3" in deferred[0]["budget"], deferred[0]
+    assert "budget" in deferred[0]["reason"].lower() or "2" in deferred[0]["budget"], deferred[0]
     retrains = instance.get_runs(dg.RunsFilter(tags={"slm/domain": DOMAIN, "slm/kind": "retrain"}))
-    assert sorted(r.tags["dagster/partition"] for r in retrains) == ["v0002", "v0003"], "a retrain ran over budget"
+    assert [r.tags["dagster/partition"] for r in retrains] == ["v0002"], "a retrain ran over budget"
 
     # the registry history tells the week
     moves = [(e.alias, e.action, e.from_version, e.to_version, e.actor) for e in _events(instance)]
     assert moves == [
         ("champion", "promote", None, "v0001", getpass.getuser()),
         ("challenger", "promote", None, "v0002", f"sensor {DOMAIN}_challenger"),
-        ("challenger", "reject", "v0002", "v0002", f"sensor {DOMAIN}_shadow"),
-        ("challenger", "promote", None, "v0003", f"sensor {DOMAIN}_challenger"),
-        ("champion", "approve", "v0001", "v0003", f"sensor {DOMAIN}_shadow"),
-        ("champion", "rollback", "v0003", "v0001", f"sensor {DOMAIN}_demotion"),
+        ("champion", "approve", "v0001", "v0002", f"sensor {DOMAIN}_shadow"),
+        ("champion", "rollback", "v0002", "v0001", f"sensor {DOMAIN}_demotion"),
     ], moves
 
 
