@@ -251,7 +251,11 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
     # the champion answers, the challenger is shadowed on the same requests; it shadows cleanly and the
     # shadow sensor promotes it with the gates as evidence
     answered = _send(gateway, _tickets(domain, 30, seed=12, drift=1.0))
-    assert {a["version"] for a in answered} == {"v0001"}  # the challenger answers nobody
+    # the challenger answers nobody: v0001 does until the shadow sensor promotes v0002, which 20 pairs may
+    # decide before the 30th request (CI saw it). A request is routed when it starts, and the 20 pairs need
+    # 20 answered requests, so the first 20 (4 in flight at a time) all started before any promotion
+    versions = [a["version"] for a in answered]
+    assert versions[:20] == ["v0001"] * 20 and set(versions) <= {"v0001", "v0002"}, versions
     promoted = wait_for("the shadow sensor to promote v0002",
                         lambda: [e for e in _events(instance) if e.action == "approve" and e.to_version == "v0002"],
                         420, logs)
@@ -268,7 +272,10 @@ def test_a_simulated_week_drift_retrain_shadow_promote_demote_and_defer(week):
              lambda: gateway.readyz()["routes"][f"{DOMAIN}/{ROLE}"]["champion"] == "v0002", 60, logs, 0.5)
     proxy.broken_prefix, proxy.mode = f"{DOMAIN}--v0002--", "error"
     answered = _send(gateway, _tickets(domain, 12, seed=13, drift=0.0))
-    assert {a["route"] for a in answered} == {"oracle"}, answered  # the application still got its answers
+    # the application still got its answers: v0002's fell back to the oracle (the first request was routed
+    # to it before any failure), and a request that started after the rollback may find v0001 restored
+    assert answered[0]["route"] == "oracle", answered
+    assert all(a["route"] == "oracle" or a["version"] == "v0001" for a in answered), answered
     rolled = wait_for("the demotion sensor to roll v0002 back",
                       lambda: [e for e in _events(instance) if e.action == "rollback"], 240, logs)
     assert rolled[0].to_version == "v0001" and rolled[0].actor == f"sensor {DOMAIN}_demotion", rolled[0]
