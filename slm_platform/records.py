@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -183,6 +183,31 @@ def canonical_json(value: Any) -> str:
 def stable_hash(text: str, length: int = 16) -> str:
     """Short, process-independent hash (Python's hash() is salted per process)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=length // 2).hexdigest()
+
+
+_T = TypeVar("_T")
+
+
+def connected_groups(items: Iterable[_T], keys_of: Callable[[_T], Sequence[Hashable]]) -> dict[Hashable, list[_T]]:
+    """Items that share a key, transitively (union-find), under their group's root key, groups in the
+    order of their first item. Every item needs at least one key."""
+    parent: dict[Hashable, Hashable] = {}
+
+    def find(x: Hashable) -> Hashable:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keyed = [(item, keys_of(item)) for item in items]
+    for _, (first, *rest) in keyed:
+        for key in rest:
+            parent[find(key)] = find(first)
+        find(first)
+    groups: dict[Hashable, list[_T]] = {}
+    for item, keys in keyed:
+        groups.setdefault(find(keys[0]), []).append(item)
+    return groups
 
 
 def turn_id(domain: str, role: str, input_: dict[str, Any]) -> str:

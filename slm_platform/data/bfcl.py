@@ -18,7 +18,7 @@ from typing import Any
 from slm_platform.config.models import Role
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.domain.contract import RoleContract
-from slm_platform.records import stable_hash
+from slm_platform.records import connected_groups, stable_hash
 
 SYSTEM_PROMPT = (
     "You are an expert in composing function calls. Given a question and a set of possible functions, "
@@ -66,25 +66,15 @@ def split_by_function(turns: list[dict[str, Any]], eval_share: float, val_share:
     """Groups of rows joined by a shared function name or parameter schema (union-find), dealt whole
     in hash order to eval until it holds `eval_share` of the rows, then to val, the rest to train:
     (train, val, eval). A group too big for eval (BFCL `multiple` rows chain into one of 295) trains."""
-    parent: dict[str, str] = {}
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for turn in turns:
+    def keys(turn: dict[str, Any]) -> list[str]:
         names, schemas = offered_functions(turn)
-        keys = [f"n:{n}" for n in sorted(names)] + [f"s:{s}" for s in sorted(schemas)]
-        for key in keys[1:]:
-            parent[find(key)] = find(keys[0])
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for turn in turns:
-        groups.setdefault(find("n:" + next(iter(sorted(offered_functions(turn)[0])))), []).append(turn)
+        return [f"n:{n}" for n in sorted(names)] + [f"s:{s}" for s in sorted(schemas)]
+
+    groups = connected_groups(turns, keys)
     targets = {"test": round(eval_share * len(turns)), "val": round(val_share * len(turns))}
     sides: dict[str, list[dict[str, Any]]] = {"test": [], "val": [], "train": []}
-    for key in sorted(groups, key=lambda k: stable_hash(k, 8)):
+    for key in sorted(groups, key=lambda k: stable_hash(str(k), 8)):
         rows = groups[key]
         side = next((s for s in ("test", "val") if len(sides[s]) + len(rows) <= targets[s]), "train")
         sides[side] += rows

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from slm_platform.records import connected_groups
 from slm_platform.scaffold.calls import Kind, LoggedCall
 from slm_platform.scaffold.naming import role_id, tool_role_id, unique
 
@@ -110,22 +111,7 @@ def _variant_lines(variants: dict[str, list[int]]) -> str:
 
 def _tool_groups(calls: list[LoggedCall]) -> list[list[LoggedCall]]:
     """Calls whose catalogs share a tool name, transitively (union-find over tool names)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for c in calls:
-        names = [t["function"]["name"] for t in c.tools]
-        for n in names[1:]:
-            parent[find(n)] = find(names[0])
-        find(names[0])
-    groups: dict[str, list[LoggedCall]] = {}
-    for c in calls:
-        groups.setdefault(find(c.tools[0]["function"]["name"]), []).append(c)
+    groups = connected_groups(calls, lambda c: [t["function"]["name"] for t in c.tools])
     return list(groups.values())
 
 
