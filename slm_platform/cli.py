@@ -388,7 +388,8 @@ def _domain_folders(names: list[str]) -> list[Path]:
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("domains", nargs="*", help="domain names or folders (default: every domain)")
-    parser.add_argument("--day", help="capture day YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--day", help="the first pass's capture day YYYY-MM-DD (default: yesterday, UTC; today "
+                                      "is the loop day's, captured by the gateway)")
     parser.add_argument("--simulate", type=int, default=None,
                         help="simulated turns for an empty capture day (default: data.simulate_per_day)")
     parser.add_argument("--until", default="package",
@@ -396,6 +397,14 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="last stage of the pass (default: package, the whole pass; the adapter "
                              "stage trains LoRA on the CPU, 25-50 minutes per domain on 2 cores; "
                              "--until baseline_eval stops before training)")
+    parser.add_argument("--no-loop-day", action="store_true",
+                        help="stop after the first pass (default: when it released a champion, a loop day "
+                             "follows: drifted traffic through the gateway, drift report, the retrain "
+                             "triggers, a warm-started retrain, shadow traffic, shadow report, promotion)")
+    parser.add_argument("--loop-requests", type=int, default=120,
+                        help="drifted requests the loop day sends through the gateway before its drift report")
+    parser.add_argument("--loop-drift", type=float, default=1.0,
+                        help="the simulator's drift knob for the loop day's traffic, 0..1")
 
 
 @subcommand("run", "One lifecycle pass per domain on the Dagster instance: capture, dataset, baseline, "
@@ -406,26 +415,107 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from slm_platform.domain import Domain
     from slm_platform.orchestration.instance import get_instance
-    from slm_platform.orchestration.lifecycle import run_pass
+    from slm_platform.orchestration.lifecycle import run_pass, yesterday
+    from slm_platform.orchestration.loop_day import run_loop_day
 
+    if not 0.0 <= args.loop_drift <= 1.0 or args.loop_requests < 1:
+        raise SystemExit("--loop-drift must be in [0, 1] and --loop-requests at least 1")
     console = _console()
     instance = get_instance()
-    results = []
+    day = args.day or yesterday()
+    results, loops = [], []
     for folder in _domain_folders(args.domains):
         domain = Domain.load(folder)
         console.rule(f"[bold]{domain.name}")
-        result = run_pass(domain, instance, day=args.day, simulate=args.simulate, until=args.until,
-                          log=lambda m: console.print(f"[dim]{m}"))
+        say = lambda m: console.print(f"[dim]{m}")  # noqa: E731
+        result = run_pass(domain, instance, day=day, simulate=args.simulate, until=args.until, log=say)
         console.print(Markdown(result.card) if result.card else "[red]no dataset card (the run failed)")
         for stage in ("baseline_eval", "eval_report"):
             report = result.metadata.get(stage, {}).get("report")
             if report:
                 console.print(Markdown(_strip_images(str(report))))
         results.append(result)
+        if args.until == "package" and result.success and not args.no_loop_day:
+            console.rule(f"[bold]{domain.name}: loop day")
+            loops.append(run_loop_day(domain, instance, first_day=day, requests=args.loop_requests,
+                                      drift=args.loop_drift, log=say))
     console.print(_summary_table(results))
     console.print(_time_table(results))
+    if loops:
+        console.print(_loop_table(loops))
+        if any(not loop.skipped for loop in loops):
+            console.print(_loop_time_table(loops))
     console.print(f"Dagster instance: {instance.root_directory} (open it with `make ui`)")
-    return EXIT_OK if all(r.success for r in results) else EXIT_PROBLEMS
+    ok = all(r.success for r in results) and not any(loop.failed for loop in loops)
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _loop_table(loops: list[Any]):
+    """One row per loop day: its traffic, what drifted, the retrain decision, the challenger's offline
+    gates and shadow verdict, what was released, and where its time went."""
+    from rich.table import Table
+
+    table = Table(title="loop day (drifted traffic through the gateway -> drift -> retrain -> shadow -> release)")
+    for col in ("domain", "day", "traffic", "drift", "retrain decision", "challenger", "shadow", "outcome", "time"):
+        table.add_column(col)
+    for loop in loops:
+        if loop.skipped:
+            table.add_row(loop.domain, loop.day, "-", "-", "-", "-", "-", f"skipped: {loop.skipped}", "-")
+            continue
+        traffic = ", ".join(f"{n} {route}" for route, n in sorted(loop.routes.items()))
+        if loop.shadow_requests:
+            traffic += f"; {loop.shadow_requests} shadowed"
+        drift = "; ".join(_drift_headline(role, r) for role, r in loop.drift.roles.items()) if loop.drift else "-"
+        decision = "-" if loop.decision is None else (
+            f"{loop.decision.action}: {loop.decision.reason}" + (f" ({loop.decision.evidence})"
+                                                                 if loop.decision.evidence else ""))
+        challenger = "-"
+        if loop.retrain is not None:
+            tuned = loop.retrain.candidate
+            metric = tuned.primary_metric if tuned else None
+            value = tuned.subject_metric(metric) if tuned and metric else None
+            failed = [k for k, ok in loop.retrain.checks.items() if not ok]
+            challenger = (f"{loop.retrain.version}: {metric} {100 * value:.1f}%, " if value is not None
+                          else f"{loop.retrain.version}: ") + ("gates failed: " + ", ".join(failed) if failed
+                                                              else "every gate passed")
+        shadow = "-"
+        if loop.shadow_report is not None:
+            report = loop.shadow_report
+            shadow = "; ".join(f"{role}: {r.pairs}/{report.min_pairs} pairs, agreement {r.agreement}"
+                               for role, r in report.roles.items()) + ("" if report.decided else " (undecided)")
+        table.add_row(loop.domain, loop.day, traffic or "-", drift, decision, challenger, shadow,
+                      loop.outcome or "-", _minutes(loop.wall_s))
+    return table
+
+
+def _drift_headline(role: str, drift: Any) -> str:
+    """A role's drift in a cell: turns, classifier AUC, unseen share, the most moved slice."""
+    parts = [f"{drift.n} turns"]
+    auc = drift.embedding.classifier_auc.value if drift.embedding else None
+    if auc is not None:
+        parts.append(f"AUC {auc:.2f}")
+    if drift.unseen_share.value is not None:
+        parts.append(f"unseen {100 * drift.unseen_share.value:.1f}%")
+    top = drift.js_max()
+    if top is not None and top.js.value is not None:
+        parts.append(f"JS {top.key} {top.js.value:.2f}")
+    return f"{role}: " + ", ".join(parts) + (" (drifted)" if drift.drifted else "")
+
+
+def _loop_time_table(loops: list[Any]):
+    """Where each loop day's time went: its phases (the retrain split into its Dagster steps)."""
+    from rich.table import Table
+
+    table = Table(title="loop day: where the time went")
+    table.add_column("phase")
+    ran = [loop for loop in loops if not loop.skipped]
+    for loop in ran:
+        table.add_column(loop.domain, justify="right")
+    phases = [loop.phases() for loop in ran]
+    for phase in dict.fromkeys(p for d in phases for p in d):
+        table.add_row(phase, *(_minutes(d[phase]) if phase in d else "-" for d in phases))
+    table.add_row("loop day", *(_minutes(loop.wall_s) for loop in ran))
+    return table
 
 
 def _time_table(results: list[Any]):

@@ -38,6 +38,7 @@ from slm_platform.layout import base_model_dir, candidate_eval_dir, package_dir
 from slm_platform.packaging.bundle import write_bundle
 from slm_platform.registry.packages import BaseModelRef
 from slm_platform.registry.pointer import read_pointer, write_pointer
+from slm_platform.orchestration.gateway_process import GatewayProcess  # re-exported for the other gateway tests
 from slm_platform.registry.releases import reference_name
 
 pytestmark = pytest.mark.integration
@@ -148,46 +149,6 @@ def edit_config(folder: Path, **serving: Any) -> None:
 
 
 # --- the gateway process ----------------------------------------------------------------------------------
-class GatewayProcess:
-    def __init__(self, env: dict[str, str], log: Path, host: str = "127.0.0.1"):
-        from slm_platform.inference.vllm_engine import free_port
-
-        self.port = free_port()
-        self.url = f"http://{host}:{self.port}"
-        self.log = log
-        self._log_file = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slm_platform.cli", "serve", "--host", host, "--port", str(self.port)],
-            env={**os.environ, **env}, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 240.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"gateway exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-            try:
-                r = httpx.get(self.url + "/readyz", timeout=5)
-                if r.status_code in (200, 503) and r.json()["routes"]:
-                    return r.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"gateway not up after {timeout_s}s:\n{self.log.read_text()[-3000:]}")
-
-    def readyz(self) -> dict:
-        return httpx.get(self.url + "/readyz", timeout=5).json()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log_file.close()
-        return self.proc.returncode
-
-
 @pytest.fixture(scope="module")
 def world(vllm_server, smollm2_dir, tmp_path_factory):
     """Two domains (copied), packages v0001 champion + v0002 challenger of support_triage and v0001

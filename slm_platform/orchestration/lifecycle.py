@@ -70,6 +70,11 @@ def today() -> str:
     return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
+def yesterday() -> str:
+    """`slm run`'s first day: the closed day a daily capture ingests (today is the loop day's)."""
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).date().isoformat()
+
+
 def simulate_inbox(domain: Domain, day: str, n: int | None = None) -> Path | None:
     """Write `n` simulated raw turns for `day` into the inbox unless that day already has files."""
     folder = settings.inbox_dir(domain.name, domain.config.data.capture.inbox) / f"date={day}"
@@ -105,27 +110,44 @@ def _values(metadata: Any) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
+class DomainAssets:
+    """A domain's asset definitions, materialized in-process on the instance: the same definitions the
+    UI shows, so every run `slm run` makes appears there with its metadata and checks."""
+
+    def __init__(self, domain: Domain, instance: dg.DagsterInstance, tags: dict[str, str]):
+        defs = build_domain_defs(domain)
+        self.domain, self.instance, self.tags = domain, instance, tags
+        self.everything = [*(defs.assets or []), *(defs.asset_checks or [])]
+        self.resources = {**resources_for(), **(defs.resources or {})}
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self.resources["artifacts"].store()
+
+    def materialize(self, keys: list[str], partition: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize(self.everything, selection=[dg.AssetKey([self.domain.name, k]) for k in keys],
+                              partition_key=partition, instance=self.instance, resources=self.resources,
+                              tags=self.tags, raise_on_error=False, run_config=QUIET)
+
+
 def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = None, simulate: int | None = None,
-             until: str = "package", log=print) -> PassResult:
-    """Capture today's traffic, build a new version and take it as far as `until`."""
+             until: str = "package", log=print, capture: bool = True, tags: dict[str, str] | None = None,
+             release_as: str | None = None, release_reason: str | None = None) -> PassResult:
+    """Capture `day`'s traffic (`capture=False`: the day is already in), build a new version and take it
+    as far as `until`; a packaged version is released as `release_as` (default: `improvement.promotion`)."""
     if until not in VERSION_STAGES:
         raise ValueError(f"until must be one of {VERSION_STAGES}, found {until!r}")
     started = time.perf_counter()
     day = day or today()
-    simulate_inbox(domain, day, simulate)
-    defs = build_domain_defs(domain)
-    everything = [*(defs.assets or []), *(defs.asset_checks or [])]
-    resources = {**resources_for(), **(defs.resources or {})}
-    tags = {"slm/trigger": "slm-run"}
-
-    def materialize(keys: list[str], partition: str) -> dg.ExecuteInProcessResult:
-        return dg.materialize(everything, selection=[dg.AssetKey([domain.name, k]) for k in keys],
-                              partition_key=partition, instance=instance, resources=resources, tags=tags,
-                              raise_on_error=False, run_config=QUIET)
-
-    log(f"[{domain.name}] capture day {day}")
-    capture = materialize(["captured_traffic"], day)
-    runs = [capture]
+    assets = DomainAssets(domain, instance, tags or {"slm/trigger": "slm-run"})
+    materialize = assets.materialize
+    runs = []
+    capture_run = None
+    if capture:
+        simulate_inbox(domain, day, simulate)
+        log(f"[{domain.name}] capture day {day}")
+        capture_run = materialize(["captured_traffic"], day)
+        runs.append(capture_run)
     stages = list(VERSION_STAGES[: VERSION_STAGES.index(until) + 1])
     if "baseline_eval" in stages:
         for key in candidates_partitions(domain).get_partition_keys():
@@ -140,27 +162,29 @@ def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = 
     for run in runs:
         for stage, seconds in step_seconds(instance, run.run_id, domain.name).items():
             out.seconds[stage] = out.seconds.get(stage, 0.0) + seconds
-    for run in (capture, result):
+    for run in (r for r in (capture_run, result) if r is not None):
         for event in run.get_asset_materialization_events():
             out.metadata[event.asset_key.path[-1]] = _values(event.materialization.metadata)
         for evaluation in run.get_asset_check_evaluations():
             out.checks[f"{evaluation.asset_key.path[-1]}.{evaluation.check_name}"] = evaluation.passed
-    store: ArtifactStore = resources["artifacts"].store()
+    store = assets.store
     out.baseline = _published_report(store, baseline_eval_dir(domain.name, version))
     out.candidate = _published_report(store, candidate_eval_dir(domain.name, version))
     if "package" in out.metadata and out.success:
-        out.release = release_version(domain, instance, store, version)
+        out.release = release_version(domain, instance, store, version, alias=release_as, reason=release_reason)
         log(f"[{domain.name}] {version}: {out.release}")
     out.wall_s = time.perf_counter() - started
     return out
 
 
-def release_version(domain: Domain, instance: dg.DagsterInstance, store: ArtifactStore, version: str) -> str:
-    """Promote a packaged version as the domain's `improvement.promotion` says; returns what happened."""
+def release_version(domain: Domain, instance: dg.DagsterInstance, store: ArtifactStore, version: str, *,
+                    alias: str | None = None, reason: str | None = None) -> str:
+    """Promote a packaged version as the domain's `improvement.promotion` says (or to `alias`: the loop
+    day makes a retrained version the challenger, to be shadowed first); returns what happened."""
     mode = domain.config.improvement.promotion
-    alias = "champion" if mode == "auto" else "challenger"
-    reason = (f"slm run: passed every gate and packaged (improvement.promotion: {mode}"
-              + (")" if mode == "auto" else "; awaiting approval)"))
+    alias = alias or ("champion" if mode == "auto" else "challenger")
+    reason = reason or (f"slm run: passed every gate and packaged (improvement.promotion: {mode}"
+                        + (")" if mode == "auto" else "; awaiting approval)"))
     try:
         moved = promote(instance, store, domain.name, version, alias=alias, actor=getpass.getuser(), reason=reason)
     except ReleaseRefused as exc:
@@ -168,6 +192,8 @@ def release_version(domain: Domain, instance: dg.DagsterInstance, store: Artifac
     roles = ", ".join(m.event.role for m in moved)
     if alias == "champion":
         return f"champion of {roles}"
+    if mode == "auto":
+        return f"challenger of {roles}"
     return (f"challenger of {roles}, awaiting approval: "
             f"slm registry approve {domain.name} {version} --reason TEXT")
 
