@@ -551,22 +551,23 @@ def _strip_images(markdown: str) -> str:
 
 
 def _summary_table(results: list[Any]):
-    """One row per pass from its typed reports: floor, best base, fine-tuned on the primary metric."""
+    """One row per pass from its typed reports: floor, best base, fine-tuned, teacher (the ceiling, when
+    the domain has one) on the primary metric."""
     from rich.table import Table
 
     from slm_platform.models.spec import ModelSpec
 
     table = Table(title="slm run summary")
-    for col in ("domain", "version", "rows in", "train/val/test", "metric", "floor", "base", "fine-tuned", "gates",
-                "release"):
+    for col in ("domain", "version", "rows in", "train/val/test", "metric", "floor", "base", "fine-tuned",
+                "teacher", "gates", "release"):
         table.add_column(col)
     for r in results:
         data = r.metadata.get("dataset", {})
         base, cand = r.baseline, r.candidate
         primary = (base or cand).primary_metric if (base or cand) else "-"
-        floor = best = tuned = None
+        floor = best = tuned = ceiling = None
         if base is not None and base.decision is not None:
-            floor, best = base.decision.floor, base.decision.best_base_value
+            floor, best, ceiling = base.decision.floor, base.decision.best_base_value, base.decision.ceiling
         if cand is not None:
             floor = floor if floor is not None else cand.metric(ModelSpec.oracle(), primary)
             tuned = cand.subject_metric(primary)
@@ -576,7 +577,8 @@ def _summary_table(results: list[Any]):
                                                                 "not reached" + ("" if r.success else " (run failed)"))
         split = "/".join(str(data.get(k, "-")) for k in ("train", "val", "test"))
         table.add_row(r.domain, r.version, str(data.get("rows_in", "-")), split, primary,
-                      *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)), gates,
+                      *(f"{100 * v:.1f}%" if isinstance(v, float) else "-" for v in (floor, best, tuned)),
+                      f"{100 * ceiling:.1f}%" if isinstance(ceiling, float) else "none", gates,
                       r.release or "-")
     return table
 
