@@ -95,13 +95,13 @@ class _Clock:
 
 def loop_day_blocker(domain: Domain, instance: dg.DagsterInstance, day: str, first_day: str) -> str | None:
     """Why the loop day cannot run now, or None."""
+    if day <= first_day:
+        return (f"the gateway captures into today ({day}), and the first pass read {first_day}: "
+                "run the first pass on an earlier --day")
     state = registry_state(instance, domain.name)
     if not any(state.version(role) for role in domain.roles):
         waiting = ", ".join(f"{r}: {v}" for r, v in state.awaiting_approval().items())
         return "no champion serves" + (f" ({waiting} awaits approval)" if waiting else "")
-    if day <= first_day:
-        return (f"the gateway captures into today's day ({day}), which the first pass already read "
-                f"({first_day}): run the first pass on an earlier --day")
     return None
 
 
