@@ -105,6 +105,24 @@ def loop_day_blocker(domain: Domain, instance: dg.DagsterInstance, day: str, fir
     return None
 
 
+def wait_slm_ready(gateway: GatewayProcess, domain: str, timeout_s: float) -> None:
+    """Until every route of `domain` that the SLM answers has its champion ready on vLLM. The gateway
+    is ready before that (a fallback answers meanwhile), but a loop day whose traffic the oracle
+    answered would measure nothing of the champion and shadow nothing."""
+    deadline = time.monotonic() + timeout_s
+    waiting: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        if gateway.proc.poll() is not None:
+            raise GatewayStartError(f"gateway exited {gateway.proc.returncode}:\n{gateway.tail()}")
+        routes = gateway.readyz()["routes"]
+        waiting = {m: str(r["slm"]) for m, r in routes.items()
+                   if m.startswith(f"{domain}/") and r["route"] == "slm" and r["slm"] != "ready"}
+        if not waiting:
+            return
+        time.sleep(1.0)
+    raise GatewayStartError(f"the SLM route is not ready after {timeout_s:.0f} s ({waiting}):\n{gateway.tail()}")
+
+
 def drifted_requests(domain: Domain, n: int, *, seed: int, drift: float) -> list[dict[str, Any]]:
     """`n` simulated turns as the chat-completion requests an application sends for them."""
     out = []
@@ -169,6 +187,7 @@ def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *
     try:
         try:
             gateway.wait_ready(GATEWAY_START_S)
+            wait_slm_ready(gateway, name, GATEWAY_START_S)
         except GatewayStartError as exc:
             out.failed, out.outcome = True, f"the gateway did not start: {exc}"
             return
