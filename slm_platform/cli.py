@@ -401,7 +401,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after the first pass (default: when it released a champion, a loop day "
                              "follows: drifted traffic through the gateway, drift report, the retrain "
                              "triggers, a warm-started retrain, shadow traffic, shadow report, promotion)")
-    parser.add_argument("--loop-requests", type=int, default=120,
+    parser.add_argument("--loop-requests", type=int, default=80,
                         help="drifted requests the loop day sends through the gateway before its drift report")
     parser.add_argument("--loop-drift", type=float, default=1.0,
                         help="the simulator's drift knob for the loop day's traffic, 0..1")

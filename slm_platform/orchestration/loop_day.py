@@ -47,7 +47,11 @@ from slm_platform.layout import drift_dir
 from slm_platform.orchestration.gateway_process import GatewayProcess, GatewayStartError
 from slm_platform.shadow.report import ShadowReport, read_shadow_report
 
-CONCURRENCY = 4  # requests in flight at once, as a small application would send them
+# requests in flight at once: what 2 CPU cores answer inside serving.latency_budget_ms with a LoRA adapter
+# on vLLM (4 at once took >10 s each and opened the breaker); while shadowing, the challenger's call
+# runs beside each one, so shadowed traffic goes one at a time
+CONCURRENCY, SHADOW_CONCURRENCY = 2, 1
+WARM_UP_TRIES = 3  # the first call of an adapter loads it into vLLM: it may fall back once or twice
 GATEWAY_START_S = 900  # the managed vLLM server loads on the CPU first
 CHALLENGER_LOAD_S = 120  # the gateway polls the release pointer; a LoRA load on vLLM CPU takes seconds
 SHADOW_BATCH = 16  # sent between waits for the shadow queue to empty (never over serving.shadow.queue_size)
@@ -132,8 +136,9 @@ def drifted_requests(domain: Domain, n: int, *, seed: int, drift: float) -> list
     return out
 
 
-def send(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str | None) -> list[str]:
-    """Each request through the OpenAI client, CONCURRENCY at a time; the route that answered each."""
+def send(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str | None,
+         concurrency: int = CONCURRENCY) -> list[str]:
+    """Each request through the OpenAI client, `concurrency` at a time; the route that answered each."""
     import openai
 
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key or "no-key-on-loopback",
@@ -144,8 +149,20 @@ def send(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str |
         raw.parse()
         return raw.headers.get("x-slm-route", "?")
 
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(ask, requests))
+
+
+def warm_up(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str | None) -> list[str]:
+    """One request per role until the champion answers it (its adapter loaded), WARM_UP_TRIES at most;
+    the routes that answered (a real request each: captured like the rest of the day)."""
+    routes: list[str] = []
+    for request in {r["model"]: r for r in requests}.values():
+        for _ in range(WARM_UP_TRIES):
+            routes += send(gateway, [request], api_key, 1)
+            if routes[-1] == "slm":
+                break
+    return routes
 
 
 def _wait(what: str, check, timeout_s: float, gateway: GatewayProcess, every_s: float = 0.5) -> None:
@@ -157,7 +174,7 @@ def _wait(what: str, check, timeout_s: float, gateway: GatewayProcess, every_s: 
     raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}; gateway log:\n{gateway.tail()}")
 
 
-def run_loop_day(domain: Domain, instance: dg.DagsterInstance, *, first_day: str, requests: int = 120,
+def run_loop_day(domain: Domain, instance: dg.DagsterInstance, *, first_day: str, requests: int = 80,
                  drift: float = 1.0, log=print) -> LoopDayResult:
     """The loop once on today's traffic (see the module docstring). A decision not to retrain, or a
     challenger that fails, is an outcome; only what breaks the machinery raises."""
@@ -194,7 +211,8 @@ def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *
         clock.lap("gateway start")
         seed = int(day.replace("-", ""))
         log(f"[{name}] {requests} requests of drifted traffic (drift {drift}) through the gateway")
-        for route in send(gateway, drifted_requests(domain, requests, seed=seed, drift=drift), api_key):
+        day_requests = drifted_requests(domain, requests, seed=seed, drift=drift)
+        for route in warm_up(gateway, day_requests, api_key) + send(gateway, day_requests, api_key):
             out.routes[route] = out.routes.get(route, 0) + 1
         _wait("the gateway's capture to be written", lambda: gateway.gauge("slm_gateway_capture_backlog") == 0,
               60, gateway)
@@ -273,7 +291,7 @@ def shadow_traffic(domain: Domain, gateway: GatewayProcess, version: str, *, see
     log(f"[{name}] {need} requests with {version} shadowed (serving.shadow.rate {shadow.rate})")
     requests = drifted_requests(domain, need, seed=seed, drift=drift)
     for i in range(0, need, batch):
-        send(gateway, requests[i:i + batch], api_key)
+        send(gateway, requests[i:i + batch], api_key, SHADOW_CONCURRENCY)
         _wait("the shadow queue to empty", lambda: gateway.gauge("slm_gateway_shadow_queue_depth") == 0,
               shadow.timeout_ms / 1000 * batch + 60, gateway)
     return need

@@ -8,8 +8,9 @@ size is the `slm_gateway_capture_backlog` gauge. One writer thread takes what qu
 
 1. builds the Turn the capture stage reads (`data.stages.ingest_capture`, format `jsonl`): `id` (the
    request id, or a hash of it when it is not a sane id), `input` (the role input, as training
-   renders it), `output` and `labels.capture` (what the gateway answered; also `labels.teacher`
-   when the teacher answered), and `meta` with `request_id`, `model`, `route`, `version`,
+   renders it), `output` (what the gateway answered), `labels.capture` and `labels.teacher` only
+   when the teacher (the hosted model) answered (the champion's or the oracle's own answer is never
+   a label), and `meta` with `request_id`, `model`, `route`, `version`,
    `validity` (the evals.metrics scores the drift report reads), `fallbacks` ("<route>:<reason>"),
    `latency_ms`, `upstream_ms`, `day`, `captured_at` and `champion` (the role's champion when the
    request came in, also when another route answered: what automatic demotion judges);
@@ -92,9 +93,12 @@ class RedactorCache:
 
 def capture_turn(ex: Exchange) -> dict[str, Any]:
     """The Turn of an answered exchange, before redaction."""
-    labels: dict[str, Any] = {"capture": ex.output}
-    if ex.route == "teacher":
-        labels["teacher"] = ex.output
+    # A capture label is the hosted model's answer (what a log of hosted-LLM calls holds). When the teacher
+    # answered, that is what it is; the champion's own answer or the oracle's is not: taken as a label it
+    # would train the next version on the model's own mistakes or on the rules. Those turns keep the
+    # served answer in `output` and `meta.route` (drift, shadow and demotion read it there) and need a
+    # truth label (gold from review, a teacher) to become training rows.
+    labels: dict[str, Any] = {"capture": ex.output, "teacher": ex.output} if ex.route == "teacher" else {}
     day = utc_day(ex.received_at)
     return {
         "id": turn_id_of(ex.request_id), "domain": ex.domain, "role": ex.role, "input": ex.input,
