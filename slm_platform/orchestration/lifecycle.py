@@ -132,14 +132,16 @@ class DomainAssets:
 
 def run_pass(domain: Domain, instance: dg.DagsterInstance, *, day: str | None = None, simulate: int | None = None,
              until: str = "package", log=print, capture: bool = True, tags: dict[str, str] | None = None,
-             release_as: str | None = None, release_reason: str | None = None) -> PassResult:
+             release_as: str | None = None, release_reason: str | None = None,
+             assets: DomainAssets | None = None) -> PassResult:
     """Capture `day`'s traffic (`capture=False`: the day is already in), build a new version and take it
-    as far as `until`; a packaged version is released as `release_as` (default: `improvement.promotion`)."""
+    as far as `until`; a packaged version is released as `release_as` (default: `improvement.promotion`).
+    `assets`: the domain's definitions already built by the caller (their tags apply, not `tags`)."""
     if until not in VERSION_STAGES:
         raise ValueError(f"until must be one of {VERSION_STAGES}, found {until!r}")
     started = time.perf_counter()
     day = day or today()
-    assets = DomainAssets(domain, instance, tags or {"slm/trigger": "slm-run"})
+    assets = assets or DomainAssets(domain, instance, tags or {"slm/trigger": "slm-run"})
     materialize = assets.materialize
     runs = []
     capture_run = None

@@ -236,9 +236,9 @@ def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *
             out.outcome = f"no retrain: {out.decision.reason}"
             return
 
-        tags = {"slm/trigger": ",".join(t.name for t in out.decision.fired),
-                "slm/evidence": out.decision.evidence[:1000], DOMAIN_TAG: name}
-        out.retrain = run_pass(domain, instance, day=day, capture=False, tags=tags, log=log, release_as="challenger",
+        assets.tags = {"slm/trigger": ",".join(t.name for t in out.decision.fired),
+                       "slm/evidence": out.decision.evidence[:1000], DOMAIN_TAG: name}
+        out.retrain = run_pass(domain, instance, day=day, capture=False, assets=assets, log=log, release_as="challenger",
                                release_reason=f"slm run loop day: retrained on {out.decision.reason} "
                                               f"({out.decision.evidence}); shadow it before promotion")
         clock.lap("retrain")
