@@ -405,6 +405,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drifted requests the loop day sends through the gateway before its drift report")
     parser.add_argument("--loop-drift", type=float, default=1.0,
                         help="the simulator's drift knob for the loop day's traffic, 0..1")
+    parser.add_argument("--loop-reviews", type=float, default=1.0,
+                        help="share of the loop day's turns that reviewers label (gold labels for the retrain "
+                             "and the shadow report; the simulator's truth plays the review team), 0..1")
 
 
 @subcommand("run", "One lifecycle pass per domain on the Dagster instance: capture, dataset, baseline, "
@@ -418,8 +421,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slm_platform.orchestration.lifecycle import run_pass, yesterday
     from slm_platform.orchestration.loop_day import run_loop_day
 
-    if not 0.0 <= args.loop_drift <= 1.0 or args.loop_requests < 1:
-        raise SystemExit("--loop-drift must be in [0, 1] and --loop-requests at least 1")
+    if not (0.0 <= args.loop_drift <= 1.0 and 0.0 <= args.loop_reviews <= 1.0) or args.loop_requests < 1:
+        raise SystemExit("--loop-drift and --loop-reviews must be in [0, 1], --loop-requests at least 1")
     console = _console()
     instance = get_instance()
     day = args.day or yesterday()
@@ -438,7 +441,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.until == "package" and result.success and not args.no_loop_day:
             console.rule(f"[bold]{domain.name}: loop day")
             loops.append(run_loop_day(domain, instance, first_day=day, requests=args.loop_requests,
-                                      drift=args.loop_drift, log=say))
+                                      drift=args.loop_drift, review_share=args.loop_reviews, log=say))
     console.print(_summary_table(results))
     console.print(_time_table(results))
     if loops:
@@ -465,6 +468,8 @@ def _loop_table(loops: list[Any]):
         traffic = ", ".join(f"{n} {route}" for route, n in sorted(loop.routes.items()))
         if loop.shadow_requests:
             traffic += f"; {loop.shadow_requests} shadowed"
+        if loop.reviewed:
+            traffic += f"; {loop.reviewed} reviewed"
         drift = "; ".join(_drift_headline(role, r) for role, r in loop.drift.roles.items()) if loop.drift else "-"
         decision = "-" if loop.decision is None else (
             f"{loop.decision.action}: {loop.decision.reason}" + (f" ({loop.decision.evidence})"
@@ -482,6 +487,8 @@ def _loop_table(loops: list[Any]):
         if loop.shadow_report is not None:
             report = loop.shadow_report
             shadow = "; ".join(f"{role}: {r.pairs}/{report.min_pairs} pairs, agreement {r.agreement}"
+                               + (f", right {r.challenger_correct} vs champion {r.champion_correct}"
+                                  if r.challenger_correct.n else "")
                                for role, r in report.roles.items()) + ("" if report.decided else " (undecided)")
         table.add_row(loop.domain, loop.day, traffic or "-", drift, decision, challenger, shadow,
                       loop.outcome or "-", _minutes(loop.wall_s))

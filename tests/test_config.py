@@ -708,6 +708,7 @@ READERS: dict[str, tuple[str, str]] = {
     "data.sources[].role": (r"src\.role\b", "dataset stage, slm validate"),
     "data.sources[].answers": (r"src\.answers\b", "dataset stage (BFCL answers)"),
     "data.capture.inbox": (r"capture\.inbox\b|cfg\.inbox\b", "capture stage, slm simulate --inbox"),
+    "data.capture.reviews": (r"cfg\.reviews\b", "ingest_capture reads the review folder"),
     "data.capture.format": (r"capture\.format\b|cfg\.format\b", "capture stage"),
     "data.capture.sample_rate": (r"cfg\.sample_rate\b", "capture stage"),
     "data.capture.days": (r"capture\.days\b", "dataset stage: capture days read"),

@@ -45,10 +45,12 @@ TINY = {  # the simulated week's tiny recipe and serving; a loop that decides on
     **{block: LOOP[block] for block in ("data", "model", "eval", "serving")},
     "improvement": {
         "promotion": "auto",
-        # as in the simulated week: only the inputs' drift may start the retrain (AUC ~0.78 at drift 1.0)
-        "triggers": {"max_input_auc": 0.65, "min_new_labelled_rows": 40},
+        # the inputs' drift (AUC ~0.87 at drift 1.0; measured from drift.report.MIN_ROWS = 50 turns) and the
+        # reviewed turns (50 >= 30) start the retrain
+        "triggers": {"max_input_auc": 0.65, "min_new_labelled_rows": 30},
         "warm_start": {"max_steps": 4, "lr": 1.0e-5},
-        "shadow": {"min_pairs": 12, "min_agreement": 0.5, "latency_tolerance": 1.0},
+        # the shadowed turns are reviewed too: 10 labelled pairs judge the challenger against gold
+        "shadow": {"min_pairs": 12, "min_agreement": 0.5, "latency_tolerance": 1.0, "min_labelled": 10},
     },
 }
 
@@ -67,7 +69,7 @@ def test_slm_run_drives_a_loop_day_drift_retrain_shadow_promote(vllm_server, tmp
         env.pop(name, None)
     seed_base_model(home / "artifacts")
 
-    done = subprocess.run([sys.executable, "-m", "slm_platform.cli", "run", DOMAIN, "--loop-requests", "60"],
+    done = subprocess.run([sys.executable, "-m", "slm_platform.cli", "run", DOMAIN, "--loop-requests", "50"],
                           cwd=tmp_path, env=env, timeout=1800, text=True, capture_output=True)
     out = done.stdout + done.stderr
     (tmp_path / "slm-run.out").write_text(out)  # kept for a person reading a failure
@@ -92,21 +94,35 @@ def test_slm_run_drives_a_loop_day_drift_retrain_shadow_promote(vllm_server, tmp
     shadow = {k: v for k, v in events[2].evidence.items() if k.startswith("shadow_")}
     assert set(shadow) == {"shadow_pairs", "shadow_validity", "shadow_quality", "shadow_latency", "shadow_cost"}
     assert all(v.startswith("passed") for v in shadow.values()), shadow
+    assert "right " in shadow["shadow_quality"] and "vs champion" in shadow["shadow_quality"], shadow  # scored on gold
 
     # the retrain decision is recorded where the sensor records it, with every trigger's numbers
     [started] = observations
     assert started["action"] == "retrain" and started["version"] == "v0002", started
-    # the inputs' drift fires (AUC 0.86 here); on this traffic MiniLM may also find >5% novel inputs
-    assert set(started["reason"].removeprefix("fired: ").split(", ")) <= {"input_drift", "distribution_drift"}
-    assert "input_drift" in started["reason"], started
+    # the inputs' drift fires (AUC 0.87 here), and the reviewed turns are new labelled rows; on this traffic
+    # MiniLM may also find >5% novel inputs
+    fired = set(started["reason"].removeprefix("fired: ").split(", "))
+    assert {"input_drift", "new_labelled_rows"} <= fired <= {"input_drift", "new_labelled_rows", "distribution_drift"}
     assert "| input_drift | FIRED |" in started["triggers"], started["triggers"]
+
+    # v0002 trained on the day's reviewed turns: gold labels that came through the capture inbox's reviews
+    import json
+
+    from slm_platform.artifacts import ArtifactStore
+
+    data = ArtifactStore(home / "artifacts").open_verified(f"{DOMAIN}/datasets/v0002")
+    rows = [json.loads(line) for split in ("train", "val", "test")
+            for line in (data / f"{split}.jsonl").read_text().splitlines()]
+    reviewed = [r for r in rows if (r.get("meta") or {}).get("review")]
+    assert len(reviewed) >= 30 and all(r["label_source"] == "gold" for r in reviewed), len(reviewed)
 
     # the CLI's tables: the loop day's row and where its time went; the warm start is visible
     assert "loop day" in out and "v0002 promoted to champion" in out, out[-6000:]
     timing = out.split("loop day: where the time went")[-1]
     for phase in ("gateway start", "drifted traffic", "capture + drift", "retrain: adapter", "shadow traffic"):
         assert re.search(rf"{re.escape(phase)}\s.*\d", timing), (phase, timing)
-    assert re.search(r"61 slm; 14 shadowed", out), out[-6000:]  # the warm-up and all 60: the champion answered
+    # the warm-up and all 50: the champion answered; reviewers labelled the 50 and the 14 shadowed
+    assert re.search(r"51 slm; 14 shadowed; 64 reviewed", out), out[-6000:]
     log = (home / f"loop-day-gateway-{DOMAIN}.log").read_text()
     assert "shadow:" in log and "pair(s) written" in log, log[-3000:]
 

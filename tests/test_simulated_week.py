@@ -63,7 +63,7 @@ pytestmark = pytest.mark.integration
 LOOP = {  # the knobs the week runs with: a tiny recipe and a loop that decides in seconds, not days
     "data": {"simulate_per_day": 300},
     "model": {"recipe": {"max_steps": 4, "batch_size": 2}},
-    "eval": {"floor": "none", "max_examples": 20, "regression_tolerance": 0.1},
+    "eval": {"floor": "none", "max_examples": 12, "regression_tolerance": 0.1},
     "serving": {"engine": "transformers", "latency_budget_ms": 120_000,
                 "shadow": {"rate": 1.0, "queue_size": 256, "timeout_ms": 120_000}},
     "improvement": {

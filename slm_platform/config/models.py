@@ -107,6 +107,9 @@ class Source(Strict):
 
 class CaptureBlock(Strict):
     inbox: str | None = None  # raw capture drop folder; default <SLM_HOME>/inbox/<domain>
+    # reviewed labels for captured turns ({"id": turn id, "label": answer} rows, data/reviews.py): a folder
+    # relative to the inbox (or absolute); each ingested turn with a review gets it as labels.gold
+    reviews: str = "reviews"
     format: Literal["jsonl", "openai_chat", "langfuse", "bfcl"] = "jsonl"
     sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     days: int = Field(30, ge=1)  # how many recent capture days a new dataset version reads

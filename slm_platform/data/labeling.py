@@ -34,6 +34,7 @@ class Decision:
     keep: bool
     reason: str | None = None  # why a row is dropped or sent to review
     review: bool = False
+    kind: str | None = None  # the quarantine kind of a dropped row: unlabeled | disagreement | needs_review
 
 
 class Labeler:
@@ -62,7 +63,7 @@ class Labeler:
             self.stats.present[source] += 1
         truth_source = next((s for s in self.policy.truth if s in labels), None)
         if truth_source is None:
-            return Decision(False, f"no label from any of {self.policy.truth}")
+            return Decision(False, f"no label from any of {self.policy.truth}", kind="unlabeled")
         truth = labels[truth_source]
         truth_key = canonical_json(truth)
         disagreeing = []
@@ -79,7 +80,8 @@ class Labeler:
         self.stats.chosen[truth_source] += 1
         if disagreeing and self.policy.on_disagreement != "prefer_truth":
             reason = f"{truth_source} label disagrees with {', '.join(disagreeing)}"
-            return Decision(False, reason, review=self.policy.on_disagreement == "review")
+            review = self.policy.on_disagreement == "review"
+            return Decision(False, reason, review=review, kind="needs_review" if review else "disagreement")
         return Decision(True)
 
     def _used_sources(self) -> set[str]:

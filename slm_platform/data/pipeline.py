@@ -252,7 +252,7 @@ class DatasetBuilder:
                 if decision.review:
                     self.stats.review += 1
                     writers.write("review", row)
-                kind = "needs_review" if decision.review else ("disagreement" if row.get("output") else "unlabeled")
+                kind = decision.kind or "unlabeled"
                 self._quarantine(writers, kind, decision.reason or kind, turn=row)
                 continue
             errors = self.validity.errors(row["role"], row["output"])

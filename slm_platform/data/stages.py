@@ -19,6 +19,7 @@ from slm_platform.data.card import render_card
 from slm_platform.data.checks import run_capture_checks, run_dataset_checks
 from slm_platform.data.pipeline import DatasetBuilder, SourceSpec, quarantine_row
 from slm_platform.data.redaction import Redactor
+from slm_platform.data.reviews import read_reviews
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.domain import Domain
 from slm_platform.layout import capture_dir, capture_root, dataset_dir
@@ -44,6 +45,7 @@ class DatasetResult:
 
 
 CAPTURE_FILE = "turns.jsonl"  # the kept, redacted Turns of one capture day
+REVIEWS_QUARANTINE_FILE = "reviews_quarantine.jsonl"  # reviews that could not label a turn, with reasons
 
 
 def capture_days(store: ArtifactStore, domain: str, since_day: str = "0000-00-00") -> list[str]:
@@ -73,10 +75,14 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
 
     The inbox is outside input: every row is checked as a `records.Turn` of this domain (one of its
     roles, a sane id, typed fields) by `read_source`; a bad row goes to `quarantine.jsonl` with a
-    reason that quotes no value and the row redacted; a good one is redacted in every field.
+    reason that quotes no value and the row redacted; a good one is redacted in every field, after
+    its review (data/reviews.py), if it has one, set `labels.gold`.
     """
     cfg = domain.config.data.capture
-    folder = (inbox or settings.inbox_dir(domain.name, cfg.inbox)) / f"date={day}"
+    root = inbox or settings.inbox_dir(domain.name, cfg.inbox)
+    folder = root / f"date={day}"
+    review_folder = root / cfg.reviews  # an absolute `reviews` stays as is
+    book = read_reviews(review_folder)
     redactor = Redactor(domain.config.data.redaction)
     stats: Counter = Counter()
     kinds: Counter = Counter()
@@ -86,7 +92,15 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
     with store.publish(capture_dir(domain.name, day), kind="capture", version=day, parents=[], overwrite=True,
                        producer="slm_platform.data.stages.ingest_capture") as staging:
         with open(staging / "turns.jsonl", "w", encoding="utf-8") as turns, \
-                open(staging / "quarantine.jsonl", "w", encoding="utf-8") as quarantine:
+                open(staging / "quarantine.jsonl", "w", encoding="utf-8") as quarantine, \
+                open(staging / REVIEWS_QUARANTINE_FILE, "w", encoding="utf-8") as bad_reviews:
+            def reject_review(item: Rejected) -> None:
+                record, h = quarantine_row(item, redactor)
+                hits.update(h)
+                bad_reviews.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+            for item in book.unreadable:
+                reject_review(item)
             if folder.exists():
                 (log or (lambda m: None))(f"ingesting {folder}")
                 for item in read_source(folder, cfg.format, domain=domain.name, source="capture",
@@ -102,6 +116,14 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                     if int(stable_hash(item["id"], 8), 16) > threshold:
                         stats["not_sampled"] += 1
                         continue
+                    review = book.label_for(item, domain.roles[item["role"]])
+                    if isinstance(review, Rejected):
+                        reject_review(review)
+                        stats["reviews_rejected"] += 1
+                    elif review is not None:  # before redaction: the label is redacted with the turn
+                        item.setdefault("labels", {})["gold"] = review.label
+                        item.setdefault("meta", {})["review"] = review.location
+                        stats["reviewed"] += 1
                     turn, h = redactor.redact_turn(item)
                     hits.update(h)
                     turn.setdefault("meta", {}).setdefault("captured_at", f"{day}T00:00:00Z")
@@ -109,7 +131,13 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                     stats["kept"] += 1
         summary = {"rows_in": stats["rows_in"], "kept": stats["kept"], "quarantined": stats["quarantined"],
                    "not_sampled": stats["not_sampled"], "quarantine": dict(kinds), "redaction": dict(hits),
-                   "inbox_found": folder.exists()}
+                   "inbox_found": folder.exists(),
+                   # reviews: rows in the review folder; applied to this day's turns; rejected (unreadable,
+                   # or a label that breaks the contract: both in reviews_quarantine.jsonl); the rest are
+                   # other days' (or superseded by a later review of the same turn)
+                   "reviews": {"rows": book.rows, "applied": stats["reviewed"],
+                               "rejected": len(book.unreadable) + stats["reviews_rejected"],
+                               "superseded": book.superseded}}
         (staging / "stats.json").write_text(json.dumps(summary, indent=2))
         checks = run_capture_checks(staging, summary, cfg.max_quarantine_share)
         (staging / "checks.json").write_text(json.dumps(checks, indent=2))

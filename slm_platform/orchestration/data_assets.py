@@ -19,6 +19,8 @@ def capture_metadata(result: CaptureResult) -> dict[str, Any]:
         "kept": dg.MetadataValue.int(s["kept"]),
         "quarantined": dg.MetadataValue.int(s["quarantined"]),
         "not_sampled": dg.MetadataValue.int(s["not_sampled"]),
+        "reviewed": dg.MetadataValue.int(s["reviews"]["applied"]),  # turns given a reviewer's gold label
+        "reviews": dg.MetadataValue.json(s["reviews"]),
         "redaction": dg.MetadataValue.json(s["redaction"]),
     }
 

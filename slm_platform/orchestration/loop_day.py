@@ -5,13 +5,16 @@ After the first pass released a champion, the loop day:
 1. starts the gateway (`slm serve`, a child process: real HTTP, capture and shadow on) and sends
    the day's drifted traffic through it with the OpenAI client, as an application would (the
    domain's simulator with its drift knob stands in for the application's users);
-2. materializes `captured_traffic[today]` and `drift_report[today]` from what the gateway captured;
+2. reviewers label a share of the day's turns (`review_share`; the simulator's truth stands in for a
+   review team, written as review files to the capture inbox: data/reviews.py); then it materializes
+   `captured_traffic[today]` (the reviewed turns carry gold labels) and `drift_report[today]`;
 3. evaluates `improvement.triggers` and the budget with the very functions the retrain sensor
    calls, and records the decision on `<domain>/retrain` as the sensor does (a deferral too);
 4. when a trigger fired: a new version (dataset -> baseline -> adapter, warm-started from the
    champion's adapter -> eval report -> package), tagged with the triggers, made the challenger;
 5. sends more of the day's traffic: the champion answers, the gateway shadows the challenger on
-   the same requests (`serving.shadow.rate`), until `improvement.shadow.min_pairs` pairs are due;
+   the same requests (`serving.shadow.rate`), until `improvement.shadow.min_pairs` pairs are due
+   (reviewed the same way, so the shadow report can score both against gold);
 6. stops the gateway (it writes every pair and captured turn), ingests the day again, materializes
    `shadow_report[v]` and takes the shadow sensor's next step: promote (auto), reject (a failed shadow gate) or hold (approval).
 
@@ -22,6 +25,7 @@ the UI shows the loop day as it would show a day the sensors drove.
 from __future__ import annotations
 
 import getpass
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +37,7 @@ import dagster as dg
 
 from slm_platform import settings
 from slm_platform.data.openai_log import hosted_call
+from slm_platform.records import stable_hash
 from slm_platform.domain import Domain
 from slm_platform.drift.report import DriftReport
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
@@ -63,6 +68,7 @@ class LoopDayResult:
     day: str
     skipped: str | None = None  # why the loop day did not run (no champion, the day is taken, ...)
     routes: dict[str, int] = field(default_factory=dict)  # drifted requests by the route that answered
+    reviewed: int = 0  # of the day's requests (drifted and shadowed), how many reviewers labelled
     shadow_requests: int = 0
     drift: DriftReport | None = None  # the day's published drift report, read back typed
     decision: RetrainDecision | None = None
@@ -127,25 +133,37 @@ def wait_slm_ready(gateway: GatewayProcess, domain: str, timeout_s: float) -> No
     raise GatewayStartError(f"the SLM route is not ready after {timeout_s:.0f} s ({waiting}):\n{gateway.tail()}")
 
 
-def drifted_requests(domain: Domain, n: int, *, seed: int, drift: float) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SimulatedRequest:
+    """One user's request as the application sends it, with what the simulator knows is right."""
+
+    turn_id: str  # sent as x-request-id: the captured turn's id, which a review names
+    role: str
+    request: dict[str, Any]  # chat-completion keyword arguments (model = "<domain>/<role>")
+    truth: dict[str, Any]
+
+
+def drifted_requests(domain: Domain, n: int, *, seed: int, drift: float) -> list[SimulatedRequest]:
     """`n` simulated turns as the chat-completion requests an application sends for them."""
     out = []
     for turn in domain.simulator().simulate(n, seed=seed, drift=drift):
         request = hosted_call(turn, domain.roles[turn["role"]], created=0)["request"]
-        out.append({**request, "model": f"{domain.name}/{turn['role']}"})
+        out.append(SimulatedRequest(turn["id"], turn["role"], {**request, "model": f"{domain.name}/{turn['role']}"},
+                                    turn["output"]))
     return out
 
 
-def send(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str | None,
-         concurrency: int = CONCURRENCY) -> list[str]:
+def send(gateway: GatewayProcess, requests: list[SimulatedRequest], api_key: str | None,
+         concurrency: int = CONCURRENCY, id_suffix: str = "") -> list[str]:
     """Each request through the OpenAI client, `concurrency` at a time; the route that answered each."""
     import openai
 
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key or "no-key-on-loopback",
                            max_retries=0, timeout=600)
 
-    def ask(request: dict[str, Any]) -> str:
-        raw = client.chat.completions.with_raw_response.create(**request)
+    def ask(r: SimulatedRequest) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            **r.request, extra_headers={"x-request-id": r.turn_id + id_suffix})
         raw.parse()
         return raw.headers.get("x-slm-route", "?")
 
@@ -153,16 +171,30 @@ def send(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str |
         return list(pool.map(ask, requests))
 
 
-def warm_up(gateway: GatewayProcess, requests: list[dict[str, Any]], api_key: str | None) -> list[str]:
+def warm_up(gateway: GatewayProcess, requests: list[SimulatedRequest], api_key: str | None) -> list[str]:
     """One request per role until the champion answers it (its adapter loaded), WARM_UP_TRIES at most;
-    the routes that answered (a real request each: captured like the rest of the day)."""
+    the routes that answered (a real request each: captured like the rest of the day, under its own id)."""
     routes: list[str] = []
-    for request in {r["model"]: r for r in requests}.values():
-        for _ in range(WARM_UP_TRIES):
-            routes += send(gateway, [request], api_key, 1)
+    for r in {r.role: r for r in requests}.values():
+        for attempt in range(WARM_UP_TRIES):
+            routes += send(gateway, [r], api_key, 1, id_suffix=f"-warm{attempt}")
             if routes[-1] == "slm":
                 break
     return routes
+
+
+def review(domain: Domain, day: str, requests: list[SimulatedRequest], share: float, batch: str) -> int:
+    """Reviewers label `share` of the requests (a stable sample by turn id): one review file per
+    batch in the capture inbox's review folder, read at the day's next ingest. Returns how many."""
+    chosen = [r for r in requests if int(stable_hash(r.turn_id, 8), 16) <= int(share * 0xFFFFFFFF)]
+    cfg = domain.config.data.capture
+    folder = settings.inbox_dir(domain.name, cfg.inbox) / cfg.reviews
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".loop-day-{day}-{batch}.jsonl.tmp"
+    staging.write_text("".join(json.dumps({"id": r.turn_id, "label": r.truth}) + "\n" for r in chosen),
+                       encoding="utf-8")
+    staging.replace(folder / f"loop-day-{day}-{batch}.jsonl")  # whole or absent: never half a file
+    return len(chosen)
 
 
 def _wait(what: str, check, timeout_s: float, gateway: GatewayProcess, every_s: float = 0.5) -> None:
@@ -175,7 +207,7 @@ def _wait(what: str, check, timeout_s: float, gateway: GatewayProcess, every_s: 
 
 
 def run_loop_day(domain: Domain, instance: dg.DagsterInstance, *, first_day: str, requests: int = 80,
-                 drift: float = 1.0, log=print) -> LoopDayResult:
+                 drift: float = 1.0, review_share: float = 1.0, log=print) -> LoopDayResult:
     """The loop once on today's traffic (see the module docstring). A decision not to retrain, or a
     challenger that fails, is an outcome; only what breaks the machinery raises."""
     started = time.perf_counter()
@@ -185,14 +217,14 @@ def run_loop_day(domain: Domain, instance: dg.DagsterInstance, *, first_day: str
         log(f"[{domain.name}] loop day skipped: {out.skipped}")
         return out
     try:
-        _run_day(domain, instance, out, requests=requests, drift=drift, log=log)
+        _run_day(domain, instance, out, requests=requests, drift=drift, review_share=review_share, log=log)
     finally:
         out.wall_s = time.perf_counter() - started
     return out
 
 
 def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *, requests: int, drift: float,
-             log) -> None:
+             review_share: float, log) -> None:
     name, day = domain.name, out.day
     clock = _Clock(out)
     assets = DomainAssets(domain, instance, {"slm/trigger": "slm-run loop day"})
@@ -216,6 +248,8 @@ def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *
             out.routes[route] = out.routes.get(route, 0) + 1
         _wait("the gateway's capture to be written", lambda: gateway.gauge("slm_gateway_capture_backlog") == 0,
               60, gateway)
+        out.reviewed = review(domain, day, day_requests, review_share, "traffic")
+        log(f"[{name}] reviewers labelled {out.reviewed} of the {len(day_requests)} turns (review share {review_share:g})")
         clock.lap("drifted traffic")
 
         log(f"[{name}] captured_traffic[{day}] and drift_report[{day}]")
@@ -247,8 +281,10 @@ def _run_day(domain: Domain, instance: dg.DagsterInstance, out: LoopDayResult, *
             out.outcome = f"{out.retrain.version} not made challenger: {out.retrain.release or 'a stage or gate failed'}"
             return
 
-        out.shadow_requests = shadow_traffic(domain, gateway, out.retrain.version, seed=seed + 1, drift=drift,
-                                             api_key=api_key, log=log)
+        shadowed = shadow_traffic(domain, gateway, out.retrain.version, seed=seed + 1, drift=drift,
+                                  api_key=api_key, log=log)
+        out.shadow_requests = len(shadowed)
+        out.reviewed += review(domain, day, shadowed, review_share, "shadow")
         clock.lap("shadow traffic")
     finally:
         gateway.stop()  # drains: every answered exchange captured, every shadow pair written
@@ -274,9 +310,9 @@ def decide(domain: Domain, instance: dg.DagsterInstance, store) -> RetrainDecisi
 
 
 def shadow_traffic(domain: Domain, gateway: GatewayProcess, version: str, *, seed: int, drift: float,
-                   api_key: str | None, log=print) -> int:
+                   api_key: str | None, log=print) -> list[SimulatedRequest]:
     """Send the day's traffic until every role's shadow pairs reach `improvement.shadow.min_pairs` (by
-    the shadow sampling rate), in batches that never overflow the shadow queue; returns requests sent."""
+    the shadow sampling rate), in batches that never overflow the shadow queue; returns what it sent."""
     name = domain.name
     _wait(f"the gateway to load challenger {version}",
           lambda: all(r.get("challenger") == version for m, r in gateway.readyz()["routes"].items()
@@ -284,7 +320,7 @@ def shadow_traffic(domain: Domain, gateway: GatewayProcess, version: str, *, see
     shadow = domain.config.serving.shadow
     if shadow.rate <= 0:
         log(f"[{name}] serving.shadow.rate is 0: the challenger is not shadowed")
-        return 0
+        return []
     # every role must reach min_pairs; the simulator's role mix decides how many requests that takes
     need = math.ceil(domain.config.improvement.shadow.min_pairs / shadow.rate * 1.1 * max(1, len(domain.roles)))
     batch = max(1, min(SHADOW_BATCH, shadow.queue_size))
@@ -294,7 +330,7 @@ def shadow_traffic(domain: Domain, gateway: GatewayProcess, version: str, *, see
         send(gateway, requests[i:i + batch], api_key, SHADOW_CONCURRENCY)
         _wait("the shadow queue to empty", lambda: gateway.gauge("slm_gateway_shadow_queue_depth") == 0,
               shadow.timeout_ms / 1000 * batch + 60, gateway)
-    return need
+    return requests
 
 
 def judge_challenger(domain: Domain, instance: dg.DagsterInstance, assets: DomainAssets, version: str,

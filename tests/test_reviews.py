@@ -1,0 +1,78 @@
+"""Reviewed labels reach captured turns at ingest: applied by id, corrected by a later review,
+rejected with the file and line when unreadable or against the contract, never carrying who reviewed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slm_platform.artifacts import ArtifactStore
+from slm_platform.data.stages import REVIEWS_QUARANTINE_FILE, build_dataset, ingest_capture
+from slm_platform.domain import Domain
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = "2026-11-20"
+EMAIL = "reviewer.private@example.org"
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def gateway_like(turns: list[dict]) -> list[dict]:
+    """Simulated turns as the gateway captures the champion's answers: the answer served, no label."""
+    return [{**t, "labels": {}, "meta": {**t["meta"], "source": "gateway", "route": "slm"}} for t in turns]
+
+
+def test_reviews_label_captured_turns(tmp_path: Path) -> None:
+    domain = Domain.load(ROOT / "domains" / "support_triage")
+    turns = list(domain.simulator().simulate(400, seed=11, day=DAY))
+    truth = {t["id"]: t["output"] for t in turns}
+    inbox = tmp_path / "inbox"
+    write_jsonl(inbox / f"date={DAY}" / "traffic.jsonl", gateway_like(turns))
+    ids = [t["id"] for t in turns]
+    wrong = {**truth[ids[0]], "priority": "low" if truth[ids[0]]["priority"] != "low" else "high"}
+    write_jsonl(inbox / "reviews" / "a.jsonl", [
+        *({"id": i, "label": truth[i], "reviewer": "Alice Example"} for i in ids[1:300]),
+        {"id": ids[0], "label": wrong},                                  # corrected below (a later file wins)
+        {"id": ids[300], "label": {**truth[ids[300]], "priority": "whenever"}},        # not one of the enum
+        {"id": ids[301], "label": {**truth[ids[301]], "note": f"ask {EMAIL}"}},       # a key the schema forbids
+        "{not json",
+        {"id": "", "label": truth[ids[302]]},
+        {"id": ids[303], "label": "billing"},
+        {"id": "st-from-another-day-0000001", "label": truth[ids[1]]},
+    ])
+    write_jsonl(inbox / "reviews" / "b.jsonl", [{"id": ids[0], "label": truth[ids[0]]}])
+
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    result = ingest_capture(domain, DAY, store, inbox=inbox)
+    reviews = result.stats["reviews"]
+    assert reviews == {"rows": 307, "applied": 300, "rejected": 5, "superseded": 1}, reviews
+    folder = store.open_verified(f"support_triage/capture/date={DAY}")
+    kept = {t["id"]: t for t in read_jsonl(folder / "turns.jsonl")}
+    assert len(kept) == result.stats["kept"] > 300
+    for i in ids[:300]:
+        assert kept[i]["labels"] == {"gold": truth[i]}, i   # the correction, not the first review, for ids[0]
+        assert kept[i]["meta"]["review"].startswith("b.jsonl:" if i == ids[0] else "a.jsonl:")
+    for i in ids[300:]:
+        assert "gold" not in kept[i]["labels"], i
+    rejected = read_jsonl(folder / REVIEWS_QUARANTINE_FILE)
+    assert len(rejected) == reviews["rejected"]
+    reasons = " | ".join(r["reason"] for r in rejected)
+    for expected in ("a.jsonl:303: not JSON", "a.jsonl:304: `id` must be", "a.jsonl:305: `label` must be",
+                     f"review of turn {ids[300]}", f"review of turn {ids[301]}"):
+        assert expected in reasons, (expected, reasons)
+    published = "".join(p.read_text() for p in folder.iterdir())
+    assert "Alice" not in published and EMAIL not in published  # who reviewed is never kept; PII is redacted
+
+    # the dataset trains on the reviewed turns as gold; the unreviewed gateway turns have no label
+    dataset = build_dataset(domain, store, "v0001", progress=False)
+    assert dataset.stats["labels"]["chosen"]["gold"] >= 280  # some reviewed turns are duplicates (dedupe)
+    data = store.open_verified("support_triage/datasets/v0001")
+    quarantine = read_jsonl(data / "quarantine.jsonl")
+    assert sum(r["kind"] == "unlabeled" for r in quarantine) >= len(ids) - 300 - 10
