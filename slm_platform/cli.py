@@ -636,6 +636,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["pending", "submit"],
+                        help="pending: the captured turns no truth source labelled, as JSONL for reviewers "
+                             "(fill in each `label`); submit FILE: check reviewed rows against the contracts and "
+                             "drop the good ones in the capture inbox's review folder")
+    parser.add_argument("domain", help="domain name or folder")
+    parser.add_argument("file", nargs="?", help="submit: the reviewed JSONL ({\"id\", \"label\"[, \"role\"]} rows)")
+    parser.add_argument("--day", action="append", help="pending: a capture day (repeat; default: every published day)")
+    parser.add_argument("--out", help="pending: write here instead of stdout")
+
+
+@subcommand("review", "Reviewed labels for captured traffic: export the turns that need one, submit the reviews.",
+            _review_arguments)
+def cmd_review(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from slm_platform import settings
+    from slm_platform.artifacts import ArtifactStore
+    from slm_platform.data.reviews import pending_reviews, submit_reviews
+    from slm_platform.data.stages import capture_days
+    from slm_platform.domain import Domain
+
+    domain = Domain.load(_domain_folders([args.domain])[0])
+    if args.action == "pending":
+        store = ArtifactStore(settings.artifacts_root())
+        days = args.day or capture_days(store, domain.name)
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        n = 0
+        try:
+            for row in pending_reviews(domain, store, days):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        finally:
+            if args.out:
+                out.close()
+        print(f"{n} turns of {len(days)} capture day(s) need a review"
+              + (f": {args.out} (fill in each label, then `slm review submit {domain.name} {args.out}`)"
+                 if args.out else ""), file=sys.stderr)
+        return EXIT_OK
+    if not args.file:
+        raise SystemExit("slm review submit: name the reviewed JSONL file")
+    result = submit_reviews(domain, Path(args.file))
+    for bad in result.rejected:
+        print(f"rejected {bad.reason}", file=sys.stderr)
+    print(f"{len(result.accepted)} reviews accepted of {result.rows} rows, {len(result.rejected)} rejected"
+          + (f"; written to {result.path} (the next ingest of their capture day applies them)" if result.path else ""))
+    return EXIT_PROBLEMS if result.rejected else EXIT_OK
+
+
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("domain", nargs="?", help="domain name or folder (not needed with --bfcl)")
     parser.add_argument("--model", action="append", required=True, metavar="SPEC",

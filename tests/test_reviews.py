@@ -46,13 +46,14 @@ def test_reviews_label_captured_turns(tmp_path: Path) -> None:
         {"id": "", "label": truth[ids[302]]},
         {"id": ids[303], "label": "billing"},
         {"id": "st-from-another-day-0000001", "label": truth[ids[1]]},
+        {"id": ids[304], "label": None},                                 # exported for review, not reviewed yet
     ])
     write_jsonl(inbox / "reviews" / "b.jsonl", [{"id": ids[0], "label": truth[ids[0]]}])
 
     store = ArtifactStore(str(tmp_path / "artifacts"))
     result = ingest_capture(domain, DAY, store, inbox=inbox)
     reviews = result.stats["reviews"]
-    assert reviews == {"rows": 307, "applied": 300, "rejected": 5, "superseded": 1}, reviews
+    assert reviews == {"rows": 308, "applied": 300, "rejected": 5, "superseded": 1, "blank": 1}, reviews
     folder = store.open_verified(f"support_triage/capture/date={DAY}")
     kept = {t["id"]: t for t in read_jsonl(folder / "turns.jsonl")}
     assert len(kept) == result.stats["kept"] > 300
@@ -76,3 +77,39 @@ def test_reviews_label_captured_turns(tmp_path: Path) -> None:
     data = store.open_verified("support_triage/datasets/v0001")
     quarantine = read_jsonl(data / "quarantine.jsonl")
     assert sum(r["kind"] == "unlabeled" for r in quarantine) >= len(ids) - 300 - 10
+
+
+def test_pending_reviews_then_submit_round_trip(tmp_path: Path, monkeypatch) -> None:
+    """`slm review pending` -> a reviewer fills some labels, botches two, leaves the rest -> `slm review
+    submit` takes the good ones at once, says why the two are not -> the day's next ingest applies them."""
+    from slm_platform import settings
+    from slm_platform.data.reviews import pending_reviews, review_folder, submit_reviews
+
+    monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))
+    domain = Domain.load(ROOT / "domains" / "support_triage")
+    turns = list(domain.simulator().simulate(60, seed=12, day=DAY))
+    truth = {t["id"]: t["output"] for t in turns}
+    write_jsonl(settings.inbox_dir(domain.name) / f"date={DAY}" / "traffic.jsonl", gateway_like(turns))
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    kept = ingest_capture(domain, DAY, store).stats["kept"]
+
+    pending = list(pending_reviews(domain, store, [DAY]))
+    assert len(pending) == kept == 60 and all(p["label"] is None and p["role"] == "triage" for p in pending)
+    assert pending[0]["suggested"] == turns[0]["output"]  # what was served, to correct rather than retype
+    for row in pending[:40]:
+        row["label"] = truth[row["id"]]
+    pending[40]["label"] = {**truth[pending[40]["id"]], "language": "klingon"}
+    pending[41]["label"] = ["billing"]
+    reviewed = tmp_path / "reviewed.jsonl"
+    write_jsonl(reviewed, pending)
+
+    submitted = submit_reviews(domain, reviewed)
+    assert (len(submitted.accepted), len(submitted.rejected), submitted.rows) == (40, 2, 60)
+    assert sorted(r.location for r in submitted.rejected) == ["reviewed.jsonl:41", "reviewed.jsonl:42"]
+    assert all(r.reason.startswith(r.location) or r.location in r.reason for r in submitted.rejected)
+    assert submitted.path is not None and submitted.path.parent == review_folder(domain)
+    assert all(set(json.loads(line)) == {"id", "label"} for line in submitted.path.read_text().splitlines())
+
+    again = ingest_capture(domain, DAY, store)  # the day's partition re-materialized
+    assert again.stats["reviews"]["applied"] == 40
+    assert len(list(pending_reviews(domain, store, [DAY]))) == 20

@@ -137,7 +137,7 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                    # other days' (or superseded by a later review of the same turn)
                    "reviews": {"rows": book.rows, "applied": stats["reviewed"],
                                "rejected": len(book.unreadable) + stats["reviews_rejected"],
-                               "superseded": book.superseded}}
+                               "superseded": book.superseded, "blank": book.blank}}
         (staging / "stats.json").write_text(json.dumps(summary, indent=2))
         checks = run_capture_checks(staging, summary, cfg.max_quarantine_share)
         (staging / "checks.json").write_text(json.dumps(checks, indent=2))

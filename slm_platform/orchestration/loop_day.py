@@ -25,7 +25,6 @@ the UI shows the loop day as it would show a day the sensors drove.
 from __future__ import annotations
 
 import getpass
-import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ import dagster as dg
 
 from slm_platform import settings
 from slm_platform.data.openai_log import hosted_call
+from slm_platform.data.reviews import Review, write_reviews
 from slm_platform.records import stable_hash
 from slm_platform.domain import Domain
 from slm_platform.drift.report import DriftReport
@@ -186,14 +186,9 @@ def warm_up(gateway: GatewayProcess, requests: list[SimulatedRequest], api_key: 
 def review(domain: Domain, day: str, requests: list[SimulatedRequest], share: float, batch: str) -> int:
     """Reviewers label `share` of the requests (a stable sample by turn id): one review file per
     batch in the capture inbox's review folder, read at the day's next ingest. Returns how many."""
-    chosen = [r for r in requests if int(stable_hash(r.turn_id, 8), 16) <= int(share * 0xFFFFFFFF)]
-    cfg = domain.config.data.capture
-    folder = settings.inbox_dir(domain.name, cfg.inbox) / cfg.reviews
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".loop-day-{day}-{batch}.jsonl.tmp"
-    staging.write_text("".join(json.dumps({"id": r.turn_id, "label": r.truth}) + "\n" for r in chosen),
-                       encoding="utf-8")
-    staging.replace(folder / f"loop-day-{day}-{batch}.jsonl")  # whole or absent: never half a file
+    chosen = [Review(r.turn_id, r.truth, "simulated") for r in requests
+              if int(stable_hash(r.turn_id, 8), 16) <= int(share * 0xFFFFFFFF)]
+    write_reviews(domain, chosen, f"loop-day-{day}-{batch}")
     return len(chosen)
 
 
