@@ -113,3 +113,53 @@ def test_pending_reviews_then_submit_round_trip(tmp_path: Path, monkeypatch) -> 
     again = ingest_capture(domain, DAY, store)  # the day's partition re-materialized
     assert again.stats["reviews"]["applied"] == 40
     assert len(list(pending_reviews(domain, store, [DAY]))) == 20
+
+
+def test_the_reviews_sensor_reingests_the_days_that_got_new_reviews(tmp_path: Path, monkeypatch) -> None:
+    """On a real SQLite instance: the sensor requests `<domain>_capture` for exactly the days with an
+    unapplied review, not again on an unchanged folder, and after the re-ingest a correction counts again."""
+    import dagster as dg
+
+    from slm_platform import settings
+    from slm_platform.data.reviews import Review, review_folder, write_reviews
+    from slm_platform.orchestration.factory import build_domain_defs
+    from slm_platform.orchestration.instance import get_instance
+    from slm_platform.orchestration.resources import ArtifactStoreResource
+
+    monkeypatch.setenv("SLM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SLM_DAGSTER_STORAGE_URL", raising=False)
+    domain = Domain.load(ROOT / "domains" / "support_triage")
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    days = {"2026-11-20": list(domain.simulator().simulate(30, seed=1, day="2026-11-20")),
+            "2026-11-21": list(domain.simulator().simulate(30, seed=2, day="2026-11-21"))}
+    for day, turns in days.items():
+        write_jsonl(settings.inbox_dir(domain.name) / f"date={day}" / "traffic.jsonl", gateway_like(turns))
+        ingest_capture(domain, day, store)
+    sensor = next(s for s in build_domain_defs(domain).sensors if s.name == "support_triage_reviews")
+    instance = get_instance(tmp_path / "dagster")
+
+    def evaluate(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+                "artifacts": ArtifactStoreResource(root=str(store.local_root))}) as context:
+            return sensor(context)
+
+    try:
+        late = days["2026-11-21"]
+        write_reviews(domain, [Review(t["id"], t["output"], "-") for t in late[:5]], "batch-1")
+        write_reviews(domain, [Review("not-a-captured-turn", late[0]["output"], "-")], "batch-2")
+        result = evaluate(None)
+        [request] = result.run_requests
+        assert request.partition_key == "2026-11-21" and request.job_name in (None, "support_triage_capture")
+        assert request.tags["slm/reviews"] == "5 turns with a new review"
+        again = evaluate(result.cursor)  # nothing changed in the folder: no scan, no run
+        assert not again.run_requests if isinstance(again, dg.SensorResult) else "no new review" in again.skip_message
+
+        ingest_capture(domain, "2026-11-21", store)  # what the requested run does
+        write_reviews(domain, [Review(late[1]["id"], {**late[1]["output"], "needs_human": not late[1]["output"]["needs_human"]}, "-")],
+                      "batch-3")  # a correction of an applied review
+        result = evaluate(result.cursor)
+        [request] = result.run_requests
+        assert request.partition_key == "2026-11-21" and request.tags["slm/reviews"] == "1 turns with a new review"
+        assert review_folder(domain).is_dir()
+    finally:
+        instance.dispose()

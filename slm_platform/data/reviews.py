@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from slm_platform import settings
 from slm_platform.data.sources import Rejected
 from slm_platform.domain.contract import RoleContract
+from slm_platform.records import stable_hash
 
 if TYPE_CHECKING:
     from slm_platform.artifacts import ArtifactStore
@@ -164,6 +165,34 @@ def submit_reviews(domain: Domain, source: Path) -> Submitted:
     return Submitted(accepted, rejected, book.rows, path)
 
 
+def folder_signature(folder: Path) -> str:
+    """Names, sizes and modification times of the review files: changes when a review is added."""
+    if not folder.is_dir():
+        return "none"
+    parts = [f"{p.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}"
+             for p in sorted(folder.rglob("*.jsonl")) for st in [p.stat()]]
+    return stable_hash("|".join(parts))
+
+
+def days_with_new_reviews(domain: Domain, store: ArtifactStore, book: ReviewBook) -> dict[str, int]:
+    """Published capture days holding turns whose latest valid review is not what their last ingest
+    applied (a new review or a correction): day -> how many. Re-ingesting those days applies them."""
+    from slm_platform.data.stages import capture_days, captured_day_rows  # the stages import this module
+
+    out: dict[str, int] = {}
+    if not book.reviews:
+        return out
+    for day in capture_days(store, domain.name):
+        for turn in captured_day_rows(store, domain.name, day):
+            contract = domain.roles.get(turn.get("role") or "")
+            review = book.reviews.get(turn.get("id") or "")
+            if review is None or contract is None or (turn.get("meta") or {}).get("review") == review.location:
+                continue
+            if isinstance(book.label_for(turn, contract), Review):
+                out[day] = out.get(day, 0) + 1
+    return out
+
+
 def pending_reviews(domain: Domain, store: ArtifactStore, days: list[str]) -> Iterator[dict[str, Any]]:
     """The captured turns of `days` that no truth source in `data.labels.truth` labelled, as a
     reviewer sees them: id, role, the (redacted) input, and the answer served as a suggestion."""
@@ -179,5 +208,5 @@ def pending_reviews(domain: Domain, store: ArtifactStore, days: list[str]) -> It
                    "suggested": turn.get("output"), "label": None}
 
 
-__all__ = ["Review", "ReviewBook", "Submitted", "pending_reviews", "read_reviews", "review_folder", "submit_reviews",
+__all__ = ["Review", "ReviewBook", "Submitted", "days_with_new_reviews", "folder_signature", "pending_reviews", "read_reviews", "review_folder", "submit_reviews",
            "write_reviews"]

@@ -20,6 +20,10 @@
 - `<domain>_demotion` (sensor, every `improvement.demotion.interval_s`): rolls a role's champion
   back when too many of its last calls at the gateway fell back (`improvement.demotion`), recording
   the verdict as the rollback's reason.
+- `<domain>_reviews` (sensor, every REVIEWS_INTERVAL_S): when the review folder changed, finds the
+  published capture days with turns whose review their last ingest did not apply and re-ingests
+  each (`<domain>_capture`), so reviewers' labels reach the retrain trigger, the next dataset and
+  the shadow report without anyone re-materializing a day.
 The sensors and the schedule start stopped: an operator turns the loop on in the UI.
 """
 
@@ -29,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from slm_platform import settings
+from slm_platform.data.reviews import days_with_new_reviews, folder_signature, read_reviews, review_folder
 from slm_platform.domain import Domain
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
 from slm_platform.improvement.decision import RetrainDecision
@@ -46,6 +51,7 @@ SHADOW_MOVES = {"promote": (approve, "not promoted", "promoted to champion"),  #
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 KIND_TAG, DOMAIN_TAG = "slm/kind", "slm/domain"
+REVIEWS_INTERVAL_S = 60  # how often the reviews sensor looks at the review folder (a cheap stat when unchanged)
 
 
 def retrain_key(domain: str) -> dg.AssetKey:
@@ -175,8 +181,24 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
                 said.append(f"{role}: {verdict.reason}")
         return dg.SkipReason(" | ".join(said))
 
+    @dg.sensor(name=f"{name}_reviews", job_name=f"{name}_capture", minimum_interval_seconds=REVIEWS_INTERVAL_S,
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description="Re-ingests the capture days that reviewers labelled since their last ingest.")
+    def reviews(context: dg.SensorEvaluationContext, artifacts: ArtifactStoreResource):
+        folder = review_folder(domain)
+        signature = folder_signature(folder)
+        if signature == context.cursor:
+            return dg.SkipReason("no new review file since the last look")
+        book = read_reviews(folder)
+        days = days_with_new_reviews(domain, artifacts.store(), book)
+        requests = [dg.RunRequest(run_key=f"{day}@reviews-{signature}", partition_key=day,
+                                  tags={"slm/reviews": f"{n} turns with a new review"}) for day, n in days.items()]
+        said = (", ".join(f"{day}: {n} turns" for day, n in days.items()) if days
+                else f"{len(book.reviews)} reviews, every one applied or for a day not captured yet")
+        return dg.SensorResult(run_requests=requests, cursor=signature, skip_reason=None if requests else said)
+
     return dg.Definitions(
         assets=[dg.AssetSpec(retrain_key(name), group_name=name, kinds={"sensor"}, tags={"domain": name},
                              description=f"Every retrain the {name}_retrain sensor started or deferred, with each "
                                          "trigger's evidence and the budget (observations).")],
-        jobs=[daily_job, version_job, shadow_job], schedules=[daily_capture], sensors=[retrain, challenger, shadow, demotion])
+        jobs=[daily_job, version_job, shadow_job], schedules=[daily_capture], sensors=[retrain, challenger, shadow, demotion, reviews])
