@@ -37,7 +37,6 @@ import dagster as dg
 from slm_platform import settings
 from slm_platform.data.openai_log import hosted_call
 from slm_platform.data.reviews import Review, write_reviews
-from slm_platform.records import stable_hash
 from slm_platform.domain import Domain
 from slm_platform.drift.report import DriftReport
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
@@ -50,6 +49,7 @@ from slm_platform.orchestration.partitions import next_version
 from slm_platform.orchestration.registry import ReleaseRefused, registry_state
 from slm_platform.layout import drift_dir
 from slm_platform.orchestration.gateway_process import GatewayProcess, GatewayStartError
+from slm_platform.serving.capture import sampled
 from slm_platform.shadow.report import ShadowReport, read_shadow_report
 
 # requests in flight at once: what 2 CPU cores answer inside serving.latency_budget_ms with a LoRA adapter
@@ -186,9 +186,9 @@ def warm_up(gateway: GatewayProcess, requests: list[SimulatedRequest], api_key: 
 def review(domain: Domain, day: str, requests: list[SimulatedRequest], share: float, batch: str) -> int:
     """Reviewers label `share` of the requests (a stable sample by turn id): one review file per
     batch in the capture inbox's review folder, read at the day's next ingest. Returns how many."""
-    chosen = [Review(r.turn_id, r.truth, "simulated") for r in requests
-              if int(stable_hash(r.turn_id, 8), 16) <= int(share * 0xFFFFFFFF)]
-    write_reviews(domain, chosen, f"loop-day-{day}-{batch}")
+    chosen = [Review(r.turn_id, r.truth, "simulated") for r in requests if sampled(r.turn_id, share)]
+    if chosen:
+        write_reviews(domain, chosen, f"loop-day-{day}-{batch}")
     return len(chosen)
 
 
