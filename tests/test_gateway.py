@@ -145,7 +145,11 @@ def edit_config(folder: Path, **serving: Any) -> None:
     path = folder / "slm.config.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["serving"].update(serving)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # whole or not at all, as a deploy would: the gateway's reload may read the file mid-write, keep
+    # the domain's previous routes ("did not load") and still count a new generation
+    staging = path.with_name(".slm.config.yaml.tmp")
+    staging.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.replace(staging, path)
 
 
 # --- the gateway process ----------------------------------------------------------------------------------
@@ -529,6 +533,7 @@ def test_vllm_killed_mid_load_every_request_is_answered_and_the_slm_returns_afte
             return got
 
         assert ask(-1)[0] == "slm"  # warm: the adapter is loaded and the grammar compiled
+        answered.clear()  # the kill waits for 4 SLM answers among the 24 below (CI once counted the warm-up)
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(ask, range(24)))  # any error or invalid answer raises here
         assert killed_at, f"never killed: {results}"

@@ -186,9 +186,10 @@ def _set_shadow(world: dict, **shadow: Any) -> None:
     before = world["gw"].readyz()["generation"]
     edit_config(world["domains"] / "support_triage", shadow={"rate": 0.0, "queue_size": 1, "timeout_ms": 3000, **shadow})
     deadline = time.monotonic() + 10
-    while world["gw"].readyz()["generation"] == before:
+    while (ready := world["gw"].readyz())["generation"] == before:
         assert time.monotonic() < deadline, "the config change was not picked up"
         time.sleep(0.02)
+    assert not ready["errors"], ready["errors"]  # loaded, not kept from before
 
 
 def _metric(world: dict, name: str) -> float:
