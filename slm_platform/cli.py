@@ -656,7 +656,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from slm_platform import settings
     from slm_platform.artifacts import ArtifactStore
     from slm_platform.data.reviews import pending_reviews, submit_reviews
-    from slm_platform.data.stages import capture_days
+    from slm_platform.data.stages import capture_days, captured_turns
     from slm_platform.domain import Domain
 
     domain = Domain.load(_domain_folders([args.domain])[0])
@@ -666,7 +666,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
         n = 0
         try:
-            for row in pending_reviews(domain, store, days):
+            for row in pending_reviews(domain, captured_turns(store, domain.name, days)):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
         finally:

@@ -185,6 +185,12 @@ def stable_hash(text: str, length: int = 16) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=length // 2).hexdigest()
 
 
+def sampled(turn_id: str, rate: float) -> bool:
+    """Whether a turn id falls in a `rate` sample: the same answer in every process (capture at the
+    gateway and at ingest, the loop day's reviewers), so samples of one id never disagree."""
+    return int(stable_hash(turn_id, 8), 16) <= int(rate * 0xFFFFFFFF)
+
+
 _T = TypeVar("_T")
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from slm_platform.artifacts import ArtifactStore
-from slm_platform.data.stages import REVIEWS_QUARANTINE_FILE, build_dataset, ingest_capture
+from slm_platform.data.stages import REVIEWS_QUARANTINE_FILE, build_dataset, captured_turns, ingest_capture
 from slm_platform.domain import Domain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_pending_reviews_then_submit_round_trip(tmp_path: Path, monkeypatch) -> 
     store = ArtifactStore(str(tmp_path / "artifacts"))
     kept = ingest_capture(domain, DAY, store).stats["kept"]
 
-    pending = list(pending_reviews(domain, store, [DAY]))
+    pending = list(pending_reviews(domain, captured_turns(store, domain.name, [DAY])))
     assert len(pending) == kept == 60 and all(p["label"] is None and p["role"] == "triage" for p in pending)
     assert pending[0]["suggested"] == turns[0]["output"]  # what was served, to correct rather than retype
     for row in pending[:40]:
@@ -112,7 +112,7 @@ def test_pending_reviews_then_submit_round_trip(tmp_path: Path, monkeypatch) -> 
 
     again = ingest_capture(domain, DAY, store)  # the day's partition re-materialized
     assert again.stats["reviews"]["applied"] == 40
-    assert len(list(pending_reviews(domain, store, [DAY]))) == 20
+    assert len(list(pending_reviews(domain, captured_turns(store, domain.name, [DAY])))) == 20
 
 
 def test_the_reviews_sensor_reingests_the_days_that_got_new_reviews(tmp_path: Path, monkeypatch) -> None:

@@ -23,7 +23,7 @@ in the review folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +35,6 @@ from slm_platform.domain.contract import RoleContract
 from slm_platform.records import stable_hash
 
 if TYPE_CHECKING:
-    from slm_platform.artifacts import ArtifactStore
     from slm_platform.domain import Domain
 
 RAW_SCAN = 2000  # characters of a bad row kept for its quarantine record (redacted before written)
@@ -174,38 +173,32 @@ def folder_signature(folder: Path) -> str:
     return stable_hash("|".join(parts))
 
 
-def days_with_new_reviews(domain: Domain, store: ArtifactStore, book: ReviewBook) -> dict[str, int]:
-    """Published capture days holding turns whose latest valid review is not what their last ingest
-    applied (a new review or a correction): day -> how many. Re-ingesting those days applies them."""
-    from slm_platform.data.stages import capture_days, captured_day_rows  # the stages import this module
-
+def days_with_new_reviews(domain: Domain, book: ReviewBook,
+                          captured: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+    """The capture days (of `captured`: (day, turn) pairs, `data.stages.captured_turns`) holding turns
+    whose latest valid review is not what their last ingest applied (a new review or a correction):
+    day -> how many. Re-ingesting those days applies them."""
     out: dict[str, int] = {}
-    if not book.reviews:
-        return out
-    for day in capture_days(store, domain.name):
-        for turn in captured_day_rows(store, domain.name, day):
-            contract = domain.roles.get(turn.get("role") or "")
-            review = book.reviews.get(turn.get("id") or "")
-            if review is None or contract is None or (turn.get("meta") or {}).get("review") == review.location:
-                continue
-            if isinstance(book.label_for(turn, contract), Review):
-                out[day] = out.get(day, 0) + 1
+    for day, turn in captured:
+        contract = domain.roles.get(turn.get("role") or "")
+        review = book.reviews.get(turn.get("id") or "")
+        if review is None or contract is None or (turn.get("meta") or {}).get("review") == review.location:
+            continue
+        if isinstance(book.label_for(turn, contract), Review):
+            out[day] = out.get(day, 0) + 1
     return out
 
 
-def pending_reviews(domain: Domain, store: ArtifactStore, days: list[str]) -> Iterator[dict[str, Any]]:
-    """The captured turns of `days` that no truth source in `data.labels.truth` labelled, as a
+def pending_reviews(domain: Domain, captured: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """The captured turns (day, turn) that no truth source in `data.labels.truth` labelled, as a
     reviewer sees them: id, role, the (redacted) input, and the answer served as a suggestion."""
-    from slm_platform.data.stages import captured_day_rows  # the stages import this module
-
     truth = [s for s in domain.config.data.labels.truth if s != "oracle"]
-    for day in days:
-        for turn in captured_day_rows(store, domain.name, day):
-            labels = turn.get("labels") or {}
-            if any(labels.get(s) is not None for s in truth):
-                continue
-            yield {"id": turn["id"], "role": turn["role"], "day": day, "input": turn["input"],
-                   "suggested": turn.get("output"), "label": None}
+    for day, turn in captured:
+        labels = turn.get("labels") or {}
+        if any(labels.get(s) is not None for s in truth):
+            continue
+        yield {"id": turn["id"], "role": turn["role"], "day": day, "input": turn["input"],
+               "suggested": turn.get("output"), "label": None}
 
 
 __all__ = ["Review", "ReviewBook", "Submitted", "days_with_new_reviews", "folder_signature", "pending_reviews", "read_reviews", "review_folder", "submit_reviews",

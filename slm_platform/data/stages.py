@@ -23,7 +23,7 @@ from slm_platform.data.reviews import read_reviews
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.domain import Domain
 from slm_platform.layout import capture_dir, capture_root, dataset_dir
-from slm_platform.records import stable_hash
+from slm_platform.records import sampled
 from slm_platform.teachers.base import Teacher
 
 
@@ -69,6 +69,13 @@ def captured_rows(store: ArtifactStore, domain: str, since_day: str = "0000-00-0
         yield from captured_day_rows(store, domain, day)
 
 
+def captured_turns(store: ArtifactStore, domain: str, days: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(day, turn) for every kept Turn of `days` (default: every published capture day), oldest first."""
+    for day in capture_days(store, domain) if days is None else days:
+        for turn in captured_day_rows(store, domain, day):
+            yield day, turn
+
+
 def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Path | None = None,
                    log: Callable[[str], None] | None = None) -> CaptureResult:
     """Redact one day of raw captured traffic from the inbox into `capture/date=<day>/turns.jsonl`.
@@ -87,7 +94,6 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
     stats: Counter = Counter()
     kinds: Counter = Counter()
     hits: Counter = Counter()
-    threshold = int(cfg.sample_rate * 0xFFFFFFFF)
     # re-ingesting a day replaces it atomically (late traffic); dataset versions keep the old hash
     with store.publish(capture_dir(domain.name, day), kind="capture", version=day, parents=[], overwrite=True,
                        producer="slm_platform.data.stages.ingest_capture") as staging:
@@ -113,7 +119,7 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
                         stats["quarantined"] += 1
                         kinds[record["kind"]] += 1
                         continue
-                    if int(stable_hash(item["id"], 8), 16) > threshold:
+                    if not sampled(item["id"], cfg.sample_rate):  # as the gateway samples (records.sampled)
                         stats["not_sampled"] += 1
                         continue
                     review = book.label_for(item, domain.roles[item["role"]])

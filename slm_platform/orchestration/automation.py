@@ -34,6 +34,7 @@ import dagster as dg
 
 from slm_platform import settings
 from slm_platform.data.reviews import days_with_new_reviews, folder_signature, read_reviews, review_folder
+from slm_platform.data.stages import captured_turns
 from slm_platform.domain import Domain
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
 from slm_platform.improvement.decision import RetrainDecision
@@ -190,7 +191,7 @@ def build_automation(domain: Domain, *, versions: dg.DynamicPartitionsDefinition
         if signature == context.cursor:
             return dg.SkipReason("no new review file since the last look")
         book = read_reviews(folder)
-        days = days_with_new_reviews(domain, artifacts.store(), book)
+        days = days_with_new_reviews(domain, book, captured_turns(artifacts.store(), name)) if book.reviews else {}
         requests = [dg.RunRequest(run_key=f"{day}@reviews-{signature}", partition_key=day,
                                   tags={"slm/reviews": f"{n} turns with a new review"}) for day, n in days.items()]
         said = (", ".join(f"{day}: {n} turns" for day, n in days.items()) if days

@@ -39,6 +39,7 @@ from slm_platform.data.openai_log import hosted_call
 from slm_platform.data.reviews import Review, write_reviews
 from slm_platform.domain import Domain
 from slm_platform.drift.report import DriftReport
+from slm_platform.records import sampled
 from slm_platform.improvement import check_budget, decide_retrain, evaluate_triggers, gather_inputs, next_shadow_step
 from slm_platform.improvement.decision import RetrainDecision
 from slm_platform.improvement.inputs import training_runs
@@ -49,7 +50,6 @@ from slm_platform.orchestration.partitions import next_version
 from slm_platform.orchestration.registry import ReleaseRefused, registry_state
 from slm_platform.layout import drift_dir
 from slm_platform.orchestration.gateway_process import GatewayProcess, GatewayStartError
-from slm_platform.serving.capture import sampled
 from slm_platform.shadow.report import ShadowReport, read_shadow_report
 
 # requests in flight at once: what 2 CPU cores answer inside serving.latency_budget_ms with a LoRA adapter

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from slm_platform import settings
 from slm_platform.data.redaction import Redactor
-from slm_platform.records import ID_MAX, canonical_json, stable_hash
+from slm_platform.records import ID_MAX, canonical_json, sampled, stable_hash
 from slm_platform.serving.hooks import Exchange
 from slm_platform.serving.metrics import GatewayMetrics
 from slm_platform.serving.routing import RoleRoute
@@ -67,11 +67,6 @@ def turn_id_of(request_id: str) -> str:
     if request_id and len(request_id) <= ID_MAX and request_id.isprintable() and " " not in request_id:
         return request_id
     return "req-" + stable_hash(request_id)
-
-
-def sampled(turn_id: str, rate: float) -> bool:
-    """`data.capture.sample_rate` exactly as `ingest_capture` applies it (so it keeps every row written)."""
-    return int(stable_hash(turn_id, 8), 16) <= int(rate * 0xFFFFFFFF)
 
 
 class RedactorCache:
