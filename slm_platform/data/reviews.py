@@ -64,10 +64,10 @@ class ReviewBook:
             return None
         problems = contract.validate_output(review.label)
         if problems:
-            return Rejected("reviews", review.location,
-                            f"{review.location}: review of turn {review.turn_id}: the label breaks role {contract.id}'s contract: "
-                            + "; ".join(problems[:3]), json.dumps({"id": review.turn_id, "label": review.label}),
-                            kind="bad_review", value={"id": review.turn_id, "label": review.label})
+            row = {"id": review.turn_id, "label": review.label}
+            return _reject(review.location, f"{review.location}: review of turn {review.turn_id}: the label breaks "
+                                            f"role {contract.id}'s contract: " + "; ".join(problems[:3]),
+                           json.dumps(row), row)
         return review
 
 
@@ -119,10 +119,11 @@ def _read_file(path: Path, name: str, book: ReviewBook, roles: dict[str, str] | 
                 roles[turn_id] = row["role"]
 
 
-def review_folder(domain: Domain) -> Path:
-    """Where reviews wait for their capture day's ingest: `data.capture.reviews` under the inbox."""
+def review_folder(domain: Domain, inbox: Path | None = None) -> Path:
+    """Where reviews wait for their capture day's ingest: `data.capture.reviews` under the inbox
+    (`inbox`, else the configured one); an absolute `reviews` stays as is."""
     cfg = domain.config.data.capture
-    return settings.inbox_dir(domain.name, cfg.inbox) / cfg.reviews
+    return (inbox or settings.inbox_dir(domain.name, cfg.inbox)) / cfg.reviews
 
 
 def write_reviews(domain: Domain, reviews: list[Review], name: str) -> Path:
@@ -201,5 +202,5 @@ def pending_reviews(domain: Domain, captured: Iterable[tuple[str, dict[str, Any]
                "suggested": turn.get("output"), "label": None}
 
 
-__all__ = ["Review", "ReviewBook", "Submitted", "days_with_new_reviews", "folder_signature", "pending_reviews", "read_reviews", "review_folder", "submit_reviews",
-           "write_reviews"]
+__all__ = ["Review", "ReviewBook", "Submitted", "days_with_new_reviews", "folder_signature", "pending_reviews",
+           "read_reviews", "review_folder", "submit_reviews", "write_reviews"]

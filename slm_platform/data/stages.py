@@ -19,7 +19,7 @@ from slm_platform.data.card import render_card
 from slm_platform.data.checks import run_capture_checks, run_dataset_checks
 from slm_platform.data.pipeline import DatasetBuilder, SourceSpec, quarantine_row
 from slm_platform.data.redaction import Redactor
-from slm_platform.data.reviews import read_reviews
+from slm_platform.data.reviews import read_reviews, review_folder
 from slm_platform.data.sources import Rejected, read_source
 from slm_platform.domain import Domain
 from slm_platform.layout import capture_dir, capture_root, dataset_dir
@@ -86,10 +86,8 @@ def ingest_capture(domain: Domain, day: str, store: ArtifactStore, *, inbox: Pat
     its review (data/reviews.py), if it has one, set `labels.gold`.
     """
     cfg = domain.config.data.capture
-    root = inbox or settings.inbox_dir(domain.name, cfg.inbox)
-    folder = root / f"date={day}"
-    review_folder = root / cfg.reviews  # an absolute `reviews` stays as is
-    book = read_reviews(review_folder)
+    folder = (inbox or settings.inbox_dir(domain.name, cfg.inbox)) / f"date={day}"
+    book = read_reviews(review_folder(domain, inbox))
     redactor = Redactor(domain.config.data.redaction)
     stats: Counter = Counter()
     kinds: Counter = Counter()
